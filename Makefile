@@ -1,0 +1,56 @@
+# vistr-lit: every command a user or CI needs. `make help` lists them.
+PYTHON ?= python3.11
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+export OMP_NUM_THREADS ?= 2
+
+.DEFAULT_GOAL := help
+.PHONY: help install train test test-slow lint format ablations bench data clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH (or: make PYTHON=python3 ...)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+install: $(STAMP)  ## create .venv and install vistr-lit with its dev tools
+
+train: $(STAMP)  ## train the quickstart model on synthvis (generated on first use), then evaluate it
+	$(PY) -m vistr_lit.train +experiment=quickstart
+
+test: $(STAMP)  ## the default test suite (< 10 min on 2 CPU cores)
+	$(PY) -m pytest -q
+
+test-slow: $(STAMP)  ## only the slow tests
+	$(PY) -m pytest -q -m slow
+
+lint: $(STAMP)  ## ruff check and format check
+	$(VENV)/bin/ruff check src tests scripts
+	$(VENV)/bin/ruff format --check src tests scripts
+
+format: $(STAMP)  ## apply ruff fixes and formatting
+	$(VENV)/bin/ruff check --fix src tests scripts
+	$(VENV)/bin/ruff format src tests scripts
+
+data: $(STAMP)  ## generate the synthvis dataset and check it
+	$(PY) -m vistr_lit.data.synthetic --out data/synthvis
+	$(PY) -m vistr_lit.data.check --root data/synthvis/train/JPEGImages --ann data/synthvis/train.json
+
+ablations: $(STAMP)  ## every paper ablation × 2 seeds as one multirun, then the ablation table
+	$(PY) -m vistr_lit.train --multirun '+experiment=glob(ablate_*)' seed=1,2
+	$(PY) scripts/ablation_table.py multirun
+
+bench: $(STAMP)  ## all benchmarks (CPU), figures as in the README
+	$(PY) scripts/bench_data.py
+	$(PY) scripts/bench_model.py
+	$(PY) scripts/bench_matcher.py
+	$(PY) scripts/bench_eval.py
+	$(PY) scripts/bench_infer.py
+
+clean:  ## remove caches and run outputs (keeps .venv and data/)
+	rm -rf outputs multirun .pytest_cache .ruff_cache wandb lightning_logs
