@@ -1,0 +1,132 @@
+"""ResNet backbone with frozen batch norm, returning the four stage outputs the VisTR mask head needs."""
+
+from collections.abc import Sequence
+
+import torchvision
+from torch import Tensor, nn
+from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
+from torchvision.ops import FrozenBatchNorm2d
+
+from vistr_lit.models.padding import downscale, keep_mask, zero_padding
+
+# name -> (block, blocks per stage); "resnet10" is a tiny CPU-friendly ResNet without published weights.
+RESNET_ARCHS: dict[str, tuple[type[nn.Module], tuple[int, int, int, int]]] = {
+    "resnet10": (BasicBlock, (1, 1, 1, 1)),
+    "resnet18": (BasicBlock, (2, 2, 2, 2)),
+    "resnet34": (BasicBlock, (3, 4, 6, 3)),
+    "resnet50": (Bottleneck, (3, 4, 6, 3)),
+    "resnet101": (Bottleneck, (3, 4, 23, 3)),
+}
+STAGES = ("conv1", "layer1", "layer2", "layer3", "layer4")
+LEVELS = ("layer1", "layer2", "layer3", "layer4")
+STEM_STRIDE = 4  # conv1 (stride 2) then max-pool (stride 2)
+STAGE_WIDTHS = (64, 128, 256, 512)  # torchvision's per-stage base widths (times block.expansion)
+
+
+def _build_resnet(name: str, dilation: bool, pretrained: str | None) -> ResNet:
+    if name not in RESNET_ARCHS:
+        raise ValueError(f"unknown backbone {name!r}; choose one of {sorted(RESNET_ARCHS)}")
+    block, layers = RESNET_ARCHS[name]
+    if dilation and block is BasicBlock:
+        raise ValueError(
+            f"backbone {name!r} uses BasicBlock, whose last stage cannot be dilated (dilation=True)"
+        )
+    dilate = [False, False, dilation]
+    if pretrained is None:
+        return ResNet(block, list(layers), norm_layer=FrozenBatchNorm2d, replace_stride_with_dilation=dilate)
+    if name == "resnet10":
+        raise ValueError("backbone 'resnet10' has no published weights; use pretrained_backbone=None")
+    weights = torchvision.models.get_model_weights(name)[pretrained]
+    return torchvision.models.get_model(
+        name, weights=weights, norm_layer=FrozenBatchNorm2d, replace_stride_with_dilation=dilate
+    )
+
+
+def _block_forward(block: nn.Module, x: Tensor, keep_in: Tensor | None, keep_out: Tensor | None) -> Tensor:
+    """A ResNet block whose spatial convolutions see zeros on the padded region.
+
+    ``keep_in``/``keep_out``: valid masks at the block's input/output resolution (None: no padding).
+    """
+    identity = x if block.downsample is None else block.downsample(x)
+    if isinstance(block, Bottleneck):
+        out = block.relu(block.bn1(block.conv1(x)))  # 1x1: pointwise, padding cannot leak
+        out = block.relu(block.bn2(block.conv2(zero_padding(out, keep_in))))  # 3x3, carries the stride
+        out = block.bn3(block.conv3(out))
+    else:
+        out = block.relu(block.bn1(block.conv1(zero_padding(x, keep_in))))
+        out = block.bn2(block.conv2(zero_padding(out, keep_out)))
+    return block.relu(out + identity)
+
+
+class Backbone(nn.Module):
+    """torchvision ResNet (FrozenBatchNorm2d, no avgpool/fc) returning layer1..layer4.
+
+    Args:
+        name: one of ``RESNET_ARCHS``.
+        trainable_stages: subset of ``STAGES`` whose parameters train (original: layer2-4).
+        dilation: dilate layer4 instead of striding it (DC5); Bottleneck backbones only.
+        pretrained: torchvision weights name (e.g. ``"IMAGENET1K_V1"``) or None for random init.
+
+    Attributes:
+        num_channels: channels of layer1..layer4.
+        strides: strides of layer1..layer4 (layer4 is 16 with dilation, else 32).
+    """
+
+    def __init__(
+        self,
+        name: str = "resnet50",
+        trainable_stages: Sequence[str] = ("layer2", "layer3", "layer4"),
+        dilation: bool = False,
+        pretrained: str | None = None,
+    ) -> None:
+        super().__init__()
+        unknown = set(trainable_stages) - set(STAGES)
+        if unknown:
+            raise ValueError(f"unknown trainable_stages {sorted(unknown)}; choose from {STAGES}")
+        body = _build_resnet(name, dilation, pretrained)
+        del body.fc, body.avgpool
+        self.body = body
+        for param_name, param in self.body.named_parameters():
+            param.requires_grad_(param_name.split(".")[0] in trainable_stages)
+        expansion = RESNET_ARCHS[name][0].expansion
+        self.num_channels = [width * expansion for width in STAGE_WIDTHS]
+        self.strides = [STEM_STRIDE * 2**i for i in range(len(LEVELS))]
+        if dilation:
+            self.strides[-1] = self.strides[-2]
+
+    def forward(self, frames: Tensor, sizes: Tensor | None = None) -> list[Tensor]:
+        """Multi-scale features of a batch of frames.
+
+        Args:
+            frames: ``[B·T, 3, H, W]`` normalized frames (clip-major: the T frames of clip b are rows b·T..).
+            sizes: int64 ``[B, 2]`` valid (height, width) of each clip, or None when nothing is padded.
+        Returns:
+            ``[layer1, layer2, layer3, layer4]``, each ``[B·T, C_l, ⌈H/s_l⌉, ⌈W/s_l⌉]``.
+        """
+        repeats = 1 if sizes is None else frames.shape[0] // sizes.shape[0]
+        keeps: dict[int, Tensor | None] = {}
+
+        def keep(stride: int, height: int, width: int) -> Tensor | None:
+            if stride not in keeps:
+                level_sizes = None if sizes is None else downscale(sizes, stride)
+                keeps[stride] = keep_mask(level_sizes, height, width, repeats, frames.dtype)
+            return keeps[stride]
+
+        body = self.body
+        x = body.relu(body.bn1(body.conv1(zero_padding(frames, keep(1, *frames.shape[-2:])))))
+        x = body.maxpool(
+            zero_padding(x, keep(STEM_STRIDE // 2, *x.shape[-2:]))
+        )  # inputs >= 0: zeros never win the max
+        stride = STEM_STRIDE
+        features = []
+        for level in LEVELS:
+            for block in getattr(body, level):
+                conv = block.conv2 if isinstance(block, Bottleneck) else block.conv1
+                out_stride = stride * conv.stride[0]
+                height, width = x.shape[-2:]
+                keep_in = keep(stride, height, width)
+                keep_out = keep(out_stride, -(-height // conv.stride[0]), -(-width // conv.stride[1]))
+                x = _block_forward(block, x, keep_in, keep_out)
+                stride = out_stride
+            features.append(x)
+        return features

@@ -1,0 +1,183 @@
+"""VisTR's instance sequence segmentation: query attention maps, an FPN-style head with a deformable
+convolution, and a 3-D convolution stack fusing each instance's mask features across time.
+
+Every piece works batched over all B·T frames or B·T·N (frame, instance) pairs and is padding-aware
+(see ``padding.py``). Channel counts derive from the transformer width C: the FPN head narrows
+``C + heads -> C/2 -> C/4 -> C/8 -> C/16`` (384 + 8 -> 192 -> 96 -> 48 -> 24 in the original) and the
+temporal head works at ``C/32``.
+"""
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.ops import deform_conv2d
+
+from vistr_lit.models.padding import downscale, keep_mask, masked_group_norm, zero_padding
+
+FPN_GROUPS = 8  # GroupNorm groups in the FPN head (fewer when a width is not divisible)
+TEMPORAL_GROUPS = 4  # GroupNorm groups in the temporal head
+DCN_KERNEL = 3
+TEMPORAL_DILATION = 2  # the original's Conv3d(k=3, padding=2, dilation=2): 13 frames of receptive field
+
+
+def _group_norm(groups: int, channels: int) -> nn.GroupNorm:
+    return nn.GroupNorm(math.gcd(groups, channels), channels)
+
+
+class MHAttentionMap(nn.Module):
+    """Attention maps between each query and its frame's encoder memory (no values, no output projection).
+
+    As in DETR, the softmax runs jointly over heads × pixels.
+
+    Args:
+        query_dim: C of the queries; hidden_dim: C of the projections; num_heads: maps per query.
+    """
+
+    def __init__(self, query_dim: int, hidden_dim: int, num_heads: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.q_linear = nn.Linear(query_dim, hidden_dim)
+        self.k_linear = nn.Linear(query_dim, hidden_dim)
+        for linear in (self.q_linear, self.k_linear):
+            nn.init.zeros_(linear.bias)
+            nn.init.xavier_uniform_(linear.weight)
+        self.normalize_fact = float(hidden_dim / num_heads) ** -0.5
+
+    def forward(self, q: Tensor, k: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Args:
+            q: ``[B', N, C]`` the N queries of each frame; k: ``[B', C, h, w]`` that frame's memory.
+            mask: bool ``[B', h, w]``, True on padding, or None.
+        Returns:
+            ``[B', N, heads, h, w]`` attention weights (each query's maps sum to 1 over heads × pixels).
+        """
+        q = self.q_linear(q)
+        k = F.conv2d(k, self.k_linear.weight[..., None, None], self.k_linear.bias)
+        qh = q.unflatten(-1, (self.num_heads, -1))  # B' x N x heads x C/heads
+        kh = k.unflatten(1, (self.num_heads, -1))  # B' x heads x C/heads x h x w
+        weights = torch.einsum("bqnc,bnchw->bqnhw", qh * self.normalize_fact, kh)
+        if mask is not None:
+            weights = weights.masked_fill(mask[:, None, None], float("-inf"))
+        return weights.flatten(2).softmax(dim=-1).view_as(weights)
+
+
+class MaskHeadSmallConv(nn.Module):
+    """FPN-style conv head ending in a deformable 3×3 convolution (VisTR's ``mask_head``).
+
+    Args:
+        dim: input channels (memory C + heads for attention fusion, 2·C for concatenation).
+        fpn_dims: channels of the backbone's layer3, layer2, layer1 features.
+        context_dim: transformer width C (sets the inner widths C/2 .. C/16).
+        strides: strides of the input (layer4) and of the three FPN levels, e.g. (32, 16, 8, 4).
+    """
+
+    def __init__(self, dim: int, fpn_dims: Sequence[int], context_dim: int, strides: Sequence[int]) -> None:
+        super().__init__()
+        inter = [dim] + [context_dim // 2**i for i in range(1, 5)]
+        if min(inter) < 1:
+            raise ValueError(f"context_dim {context_dim} is too small for the mask head (needs >= 16)")
+        self.strides = tuple(strides)
+        self.out_channels = inter[4]
+        self.lay1 = nn.Conv2d(dim, inter[0], 3, padding=1)
+        self.gn1 = _group_norm(FPN_GROUPS, inter[0])
+        self.lay2 = nn.Conv2d(inter[0], inter[1], 3, padding=1)
+        self.gn2 = _group_norm(FPN_GROUPS, inter[1])
+        self.lay3 = nn.Conv2d(inter[1], inter[2], 3, padding=1)
+        self.gn3 = _group_norm(FPN_GROUPS, inter[2])
+        self.lay4 = nn.Conv2d(inter[2], inter[3], 3, padding=1)
+        self.gn4 = _group_norm(FPN_GROUPS, inter[3])
+        self.gn5 = _group_norm(FPN_GROUPS, inter[4])
+        self.conv_offset = nn.Conv2d(inter[3], 2 * DCN_KERNEL * DCN_KERNEL, 1)
+        self.dcn = nn.Conv2d(inter[3], inter[4], DCN_KERNEL, padding=DCN_KERNEL // 2, bias=False)
+        self.adapter1 = nn.Conv2d(fpn_dims[0], inter[1], 1)
+        self.adapter2 = nn.Conv2d(fpn_dims[1], inter[2], 1)
+        self.adapter3 = nn.Conv2d(fpn_dims[2], inter[3], 1)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_uniform_(m.weight, a=1)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        nn.init.zeros_(self.conv_offset.weight)  # offsets start at 0: the DCN begins as a plain conv
+
+    def forward(self, x: Tensor, fpns: Sequence[Tensor], sizes: Tensor | None, num_instances: int) -> Tensor:
+        """Args:
+            x: ``[B·T·N, dim, h, w]`` per (frame, instance) input at the layer4 stride.
+            fpns: layer3, layer2, layer1 features, each ``[B·T, C_l, h_l, w_l]`` (shared by the N instances).
+            sizes: int64 ``[B, 2]`` valid (height, width) of each clip, or None (no padding).
+            num_instances: N.
+        Returns:
+            ``[B·T·N, C/16, h_1, w_1]`` mask features at the layer1 stride.
+        """
+        repeats = x.shape[0] // (1 if sizes is None else sizes.shape[0])
+
+        def keep(t: Tensor, stride: int) -> Tensor | None:
+            level_sizes = None if sizes is None else downscale(sizes, stride)
+            return keep_mask(level_sizes, t.shape[-2], t.shape[-1], repeats, t.dtype)
+
+        k = keep(x, self.strides[0])
+        x = F.relu(masked_group_norm(self.lay1(zero_padding(x, k)), self.gn1, k))
+        x = F.relu(masked_group_norm(self.lay2(zero_padding(x, k)), self.gn2, k))
+        layers = (
+            (self.adapter1, self.lay3, self.gn3),
+            (self.adapter2, self.lay4, self.gn4),
+            (self.adapter3,),
+        )
+        for level, (fpn, ops) in enumerate(zip(fpns, layers)):
+            factor = self.strides[level] // self.strides[level + 1]
+            # B·T·N x c x h x w -> B·T x N x c x h' x w' (nearest upsampling, cropped to the FPN size)
+            up = F.interpolate(x, scale_factor=factor, mode="nearest") if factor > 1 else x
+            up = up[..., : fpn.shape[-2], : fpn.shape[-1]].unflatten(0, (-1, num_instances))
+            x = (up + ops[0](fpn)[:, None]).flatten(0, 1)
+            k = keep(x, self.strides[level + 1])
+            if len(ops) > 1:
+                x = F.relu(masked_group_norm(ops[1](zero_padding(x, k)), ops[2], k))
+        offset = self.conv_offset(x)
+        x = zero_padding(x, k)
+        # torchvision's deform_conv2d has no reduced-precision CPU kernel: run it in float32
+        x = deform_conv2d(x.float(), offset.float(), self.dcn.weight.float(), padding=self.dcn.padding).to(
+            x.dtype
+        )
+        return F.relu(masked_group_norm(x, self.gn5, k))
+
+
+class InstanceSequenceHead(nn.Sequential):
+    """3-D conv stack over one instance's per-frame mask features (VisTR's ``insmask_head``).
+
+    ``Conv3d -> GroupNorm -> ReLU`` three times, then a 1×1×1 conv to one mask logit. With
+    ``temporal=True`` the convs are 3×3×3 dilated by 2 (fusion across frames, as the original); with
+    ``temporal=False`` they are 1×3×3 (each frame alone), keeping the same parameter names.
+
+    Args:
+        in_dim: channels of the per-frame mask features; the stack works at ``in_dim // 2``.
+        temporal: fuse across frames.
+        num_layers: Conv3d/GN/ReLU repetitions (3 in the original).
+    """
+
+    def __init__(self, in_dim: int, temporal: bool = True, num_layers: int = 3) -> None:
+        width = max(in_dim // 2, 1)
+        k_t, d_t = (3, TEMPORAL_DILATION) if temporal else (1, 1)
+        spatial = dict(kernel_size=(k_t, 3, 3), padding=(d_t * (k_t // 2), 2, 2), dilation=(d_t, 2, 2))
+        modules: list[nn.Module] = []
+        for i in range(num_layers):
+            modules += [nn.Conv3d(in_dim if i == 0 else width, width, **spatial)]
+            modules += [_group_norm(TEMPORAL_GROUPS, width), nn.ReLU()]
+        modules.append(nn.Conv3d(width, 1, 1))
+        super().__init__(*modules)
+
+    def forward(self, x: Tensor, keep: Tensor | None = None) -> Tensor:
+        """Args:
+            x: ``[B·N, C, T, h, w]`` one instance's mask features over the T frames.
+            keep: ``[B·N, 1, 1, h, w]`` 1 on valid pixels, or None.
+        Returns:
+            ``[B·N, 1, T, h, w]`` mask logits.
+        """
+        for module in self:
+            if isinstance(module, nn.Conv3d):
+                x = module(zero_padding(x, keep))
+            elif isinstance(module, nn.GroupNorm):
+                x = masked_group_norm(x, module, keep)
+            else:
+                x = module(x)
+        return x

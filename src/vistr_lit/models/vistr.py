@@ -1,0 +1,207 @@
+"""VisTR: a clip of T frames in, Q = T·N instance predictions (class, box, mask sequence) out."""
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from vistr_lit.models.backbone import Backbone
+from vistr_lit.models.mask_head import InstanceSequenceHead, MaskHeadSmallConv, MHAttentionMap
+from vistr_lit.models.padding import downscale, keep_mask, size_mask, valid_sizes
+from vistr_lit.models.position_encoding import PositionEmbeddingSine3D
+from vistr_lit.models.transformer import Transformer
+
+MASK_FUSIONS = ("attention", "concat")
+TEMPORAL_FUSIONS = ("conv3d", "none")
+POSITION_AXES = 3  # t, y, x
+BOX_COORDS = 4  # cx, cy, w, h
+BOX_MLP_LAYERS = 3
+
+
+class MLP(nn.Module):
+    """Linear layers with ReLU between them (DETR's box head)."""
+
+    def __init__(self, input_dim: int, hidden_dim: int, output_dim: int, num_layers: int) -> None:
+        super().__init__()
+        dims = [input_dim] + [hidden_dim] * (num_layers - 1)
+        outs = [hidden_dim] * (num_layers - 1) + [output_dim]
+        self.layers = nn.ModuleList(nn.Linear(i, o) for i, o in zip(dims, outs))
+
+    def forward(self, x: Tensor) -> Tensor:
+        for i, layer in enumerate(self.layers):
+            x = layer(x) if i == len(self.layers) - 1 else torch.relu(layer(x))
+        return x
+
+
+class VisTR(nn.Module):
+    """The VisTR network with its mask branch.
+
+    Args:
+        backbone: multi-scale ResNet (``Backbone``).
+        transformer: encoder/decoder (``Transformer``).
+        num_classes: K (no-object is logit K).
+        num_frames: T frames per clip; num_instances: N instance slots per frame (Q = T·N queries).
+        mask_fusion: ``"attention"`` (per-head query/memory attention maps, original) or ``"concat"``
+            (the instance embedding broadcast over its frame's memory).
+        temporal_fusion: ``"conv3d"`` (3-D convs across frames, original) or ``"none"`` (per-frame convs).
+        aux_loss: also return the predictions of every decoder layer but the last.
+    """
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        transformer: Transformer,
+        num_classes: int,
+        num_frames: int,
+        num_instances: int = 10,
+        mask_fusion: str = "attention",
+        temporal_fusion: str = "conv3d",
+        aux_loss: bool = True,
+    ) -> None:
+        super().__init__()
+        if mask_fusion not in MASK_FUSIONS:
+            raise ValueError(f"mask_fusion must be one of {MASK_FUSIONS}, got {mask_fusion!r}")
+        if temporal_fusion not in TEMPORAL_FUSIONS:
+            raise ValueError(f"temporal_fusion must be one of {TEMPORAL_FUSIONS}, got {temporal_fusion!r}")
+        for name, value in (
+            ("num_classes", num_classes),
+            ("num_frames", num_frames),
+            ("num_instances", num_instances),
+        ):
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        hidden_dim, nheads = transformer.d_model, transformer.nhead
+        if hidden_dim % (2 * POSITION_AXES):
+            raise ValueError(
+                f"hidden_dim must be divisible by 6 (sin/cos pairs for t, y, x), got {hidden_dim}"
+            )
+        self.num_classes, self.num_frames, self.num_instances = num_classes, num_frames, num_instances
+        self.hidden_dim, self.mask_fusion, self.aux_loss = hidden_dim, mask_fusion, aux_loss
+        self.backbone = backbone
+        self.position_encoding = PositionEmbeddingSine3D(hidden_dim // POSITION_AXES)
+        self.input_proj = nn.Conv2d(backbone.num_channels[-1], hidden_dim, kernel_size=1)
+        self.transformer = transformer
+        self.query_embed = nn.Embedding(num_frames * num_instances, hidden_dim)
+        self.class_embed = nn.Linear(hidden_dim, num_classes + 1)
+        self.bbox_embed = MLP(hidden_dim, hidden_dim, BOX_COORDS, BOX_MLP_LAYERS)
+        if mask_fusion == "attention":
+            self.bbox_attention = MHAttentionMap(hidden_dim, hidden_dim, nheads)
+            mask_in = hidden_dim + nheads
+        else:
+            self.bbox_attention = None
+            mask_in = 2 * hidden_dim
+        fpn_dims = backbone.num_channels[2::-1]  # layer3, layer2, layer1
+        self.mask_head = MaskHeadSmallConv(mask_in, fpn_dims, hidden_dim, backbone.strides[::-1])
+        self.insmask_head = InstanceSequenceHead(self.mask_head.out_channels, temporal_fusion == "conv3d")
+
+    def forward(self, frames: Tensor, pad_mask: Tensor | None = None) -> dict:
+        """Predict Q = T·N instance-frames for each clip.
+
+        Args:
+            frames: ``[B, T, 3, H, W]`` normalized frames, zero-padded bottom/right.
+            pad_mask: bool ``[B, H, W]``, True on padding, or None (nothing padded).
+        Returns:
+            dict with ``pred_logits [B, Q, K+1]``, ``pred_boxes [B, Q, 4]`` (sigmoid cxcywh),
+            ``pred_masks [B, Q, ⌈H/4⌉, ⌈W/4⌉]`` mask logits (stride of layer1), and with ``aux_loss``
+            ``aux_outputs``: L-1 dicts of ``pred_logits``/``pred_boxes``. Query ``q = t·N + i``.
+        """
+        if frames.dim() != 5 or frames.shape[1] != self.num_frames:
+            raise ValueError(f"frames must be [B, {self.num_frames}, 3, H, W], got {list(frames.shape)}")
+        batch, num_frames = frames.shape[0], self.num_frames
+        if pad_mask is not None and pad_mask.shape != (batch, *frames.shape[-2:]):
+            raise ValueError(
+                f"pad_mask must be [B, H, W] = {[batch, *frames.shape[-2:]]}, got {list(pad_mask.shape)}"
+            )
+        sizes = None if pad_mask is None or not pad_mask.any() else valid_sizes(pad_mask)
+        features = self.backbone(frames.flatten(0, 1), sizes)  # 4 x [B·T, C_l, h_l, w_l]
+
+        src = self.input_proj(features[-1])  # B·T x C x h x w
+        h, w = src.shape[-2:]
+        mask = None if sizes is None else size_mask(downscale(sizes, self.backbone.strides[-1]), h, w)
+        clip_mask = (src.new_zeros(batch, h, w, dtype=torch.bool) if mask is None else mask)[:, None]
+        pos = self.position_encoding(clip_mask.expand(-1, num_frames, -1, -1)).flatten(1, 3)  # B x T·h·w x C
+        tokens = src.unflatten(0, (batch, num_frames)).permute(0, 1, 3, 4, 2).flatten(1, 3)  # B x T·h·w x C
+        token_mask = (
+            None if mask is None else clip_mask.expand(-1, num_frames, -1, -1).flatten(1)
+        )  # B x T·h·w
+        hs, memory = self.transformer(tokens, pos.to(tokens.dtype), self.query_embed.weight, token_mask)
+
+        logits, boxes = self.class_embed(hs), self.bbox_embed(hs).sigmoid()  # L x B x Q x (K+1) / 4
+        out = {"pred_logits": logits[-1], "pred_boxes": boxes[-1]}
+        out["pred_masks"] = self._predict_masks(hs[-1], memory, features, sizes, mask, (h, w))
+        if self.aux_loss:
+            out["aux_outputs"] = [
+                {"pred_logits": c, "pred_boxes": b} for c, b in zip(logits[:-1], boxes[:-1])
+            ]
+        return out
+
+    def _predict_masks(
+        self,
+        queries: Tensor,
+        memory: Tensor,
+        features: Sequence[Tensor],
+        sizes: Tensor | None,
+        mask: Tensor | None,
+        memory_size: tuple[int, int],
+    ) -> Tensor:
+        """queries ``[B, Q, C]``, memory ``[B, T·h·w, C]``, mask ``[B, h, w]`` -> ``[B, Q, h_1, w_1]``."""
+        batch, num_frames, n = queries.shape[0], self.num_frames, self.num_instances
+        h, w = memory_size
+        frame_queries = queries.unflatten(1, (num_frames, n)).flatten(0, 1)  # B·T x N x C
+        # B x T·h·w x C -> B·T x C x h x w
+        frame_memory = memory.unflatten(1, (num_frames, h, w)).permute(0, 1, 4, 2, 3).flatten(0, 1)
+        per_instance = frame_memory[:, None].expand(-1, n, -1, -1, -1)  # B·T x N x C x h x w
+        if self.bbox_attention is not None:
+            frame_mask = None if mask is None else mask.repeat_interleave(num_frames, dim=0)
+            fused = self.bbox_attention(frame_queries, frame_memory, frame_mask)  # B·T x N x heads x h x w
+        else:
+            fused = frame_queries[..., None, None].expand(-1, -1, -1, h, w)  # B·T x N x C x h x w
+        x = torch.cat([per_instance, fused.to(per_instance.dtype)], dim=2).flatten(0, 1)  # B·T·N x C' x h x w
+        fpns = [features[2], features[1], features[0]]
+        mask_features = self.mask_head(x, fpns, sizes, n)  # B·T·N x c x h_1 x w_1
+        # B·T·N x c x h_1 x w_1 -> B·N x c x T x h_1 x w_1
+        sequences = mask_features.unflatten(0, (batch, num_frames, n)).permute(0, 2, 3, 1, 4, 5).flatten(0, 1)
+        h1, w1 = sequences.shape[-2:]
+        level_sizes = None if sizes is None else downscale(sizes, self.backbone.strides[0])
+        keep = keep_mask(level_sizes, h1, w1, n, sequences.dtype)
+        logits = self.insmask_head(
+            sequences, None if keep is None else keep[:, :, None]
+        )  # B·N x 1 x T x h_1 x w_1
+        # B·N x 1 x T x h_1 x w_1 -> B x T·N x h_1 x w_1
+        return logits[:, 0].unflatten(0, (batch, n)).transpose(1, 2).flatten(1, 2)
+
+
+def build_vistr(
+    num_classes: int,
+    num_frames: int,
+    num_instances: int = 10,
+    backbone: str = "resnet50",
+    hidden_dim: int = 384,
+    nheads: int = 8,
+    enc_layers: int = 6,
+    dec_layers: int = 6,
+    dim_feedforward: int = 2048,
+    dropout: float = 0.1,
+    attention_dropout: float = 0.0,
+    dilation: bool = False,
+    trainable_stages: Sequence[str] = ("layer2", "layer3", "layer4"),
+    pretrained_backbone: str | None = None,
+    mask_fusion: str = "attention",
+    temporal_fusion: str = "conv3d",
+    aux_loss: bool = True,
+) -> VisTR:
+    """Build VisTR from plain arguments (defaults: the original R50 configuration, T and K to choose).
+
+    ``pretrained_backbone`` is a torchvision weights name such as ``"IMAGENET1K_V1"`` (loaded from the local
+    torch hub cache or downloaded by torchvision), or None for random initialization.
+    """
+    return VisTR(
+        Backbone(backbone, tuple(trainable_stages), dilation, pretrained_backbone),
+        Transformer(hidden_dim, nheads, enc_layers, dec_layers, dim_feedforward, dropout, attention_dropout),
+        num_classes,
+        num_frames,
+        num_instances,
+        mask_fusion,
+        temporal_fusion,
+        aux_loss,
+    )
