@@ -1,0 +1,167 @@
+"""Whole-video prediction: windows of T frames over a video of any length V, stitched into tracks.
+
+Windows start every ``T - overlap`` frames; the last one is moved back to end on the last frame (so it holds
+only real frames and overlaps its predecessor more), and a video shorter than T is repeated cyclically to fill
+one window, as the original does, with the predictions on repeated frames dropped. Frames are consumed as a
+stream: at most ``batch_size`` windows of frames and the stitcher's not-yet-final frames are held in memory.
+"""
+
+from collections import deque
+from collections.abc import Iterable, Iterator
+
+import torch
+from torch import Tensor, nn
+
+from vistr_lit.inference.stitching import TrackStitcher
+from vistr_lit.inference.track import Track
+from vistr_lit.models.postprocess import ClipPredictions, PostProcessVideo
+
+
+def window_starts(video_length: int, window: int, overlap: int) -> list[int]:
+    """Start frames of the windows covering V = ``video_length`` frames; ``[0]`` when V ≤ T."""
+    stride = window - overlap
+    starts = list(range(0, max(video_length - window, 0) + 1, stride))
+    if starts[-1] + window < video_length:
+        starts.append(video_length - window)
+    return starts
+
+
+class VideoPredictor:
+    """Runs a VisTR over whole videos in windows of its T frames and stitches the windows into tracks.
+
+    Args:
+        model: a ``VisTR`` (``forward(frames [B, T, 3, H, W], pad_mask) -> dict``, attribute ``num_frames``).
+        postprocess: turns one window's outputs into :class:`ClipPredictions`.
+        overlap: frames shared by consecutive windows, ``0 ≤ overlap < T``; ``None`` = T // 2.
+        match_iou: minimum mask IoU over shared frames to continue a track (see :class:`TrackStitcher`).
+        first_window_only: predict only the first T frames (the original); later frames are absent.
+        batch_size: windows per forward pass.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        postprocess: PostProcessVideo,
+        overlap: int | None = None,
+        match_iou: float = 0.5,
+        first_window_only: bool = False,
+        batch_size: int = 1,
+    ):
+        self.model = model
+        self.postprocess = postprocess
+        self.window = int(model.num_frames)
+        self.overlap = self.window // 2 if overlap is None else int(overlap)
+        if not 0 <= self.overlap < self.window:
+            raise ValueError(f"overlap must be in [0, T = {self.window}), got {self.overlap}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
+        TrackStitcher(match_iou)  # validates match_iou now rather than at the first video
+        self.match_iou = match_iou
+        self.first_window_only = first_window_only
+        self.batch_size = batch_size
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @torch.no_grad()
+    def predict_video(self, frames: Tensor, orig_size: tuple[int, int] | Tensor) -> list[Track]:
+        """
+        Args:
+            frames: float ``[V, 3, H, W]``, the whole video, transformed as for evaluation.
+            orig_size: (height, width) of the original frames: the size of the predicted masks.
+        Returns:
+            the video's tracks, each with ``video_length`` = V.
+        """
+        if frames.ndim != 4 or frames.shape[1] != 3 or frames.shape[0] == 0:
+            raise ValueError(f"frames must be [V ≥ 1, 3, H, W], got {tuple(frames.shape)}")
+        return self.predict_stream(iter(frames), orig_size)
+
+    @torch.no_grad()
+    def predict_stream(self, frames: Iterable[Tensor], orig_size: tuple[int, int] | Tensor) -> list[Track]:
+        """Like :meth:`predict_video` for frames ``[3, H, W]`` that arrive one by one (any number)."""
+        was_training = self.model.training
+        self.model.eval()  # the original never called eval(): its dropout stayed on at inference
+        try:
+            return self._predict_stream(frames, orig_size)
+        finally:
+            self.model.train(was_training)
+
+    def _predict_stream(self, frames: Iterable[Tensor], orig_size) -> list[Track]:
+        stitcher = TrackStitcher(self.match_iou)
+        batch: list[tuple[int, Tensor]] = []
+        video_length = 0
+        for start, window, frames_read in self._windows(iter(frames)):
+            video_length = frames_read
+            batch.append((start, window))
+            if len(batch) == self.batch_size:
+                self._run(batch, orig_size, stitcher)
+                batch = []
+        if batch:
+            self._run(batch, orig_size, stitcher)
+        if video_length == 0:
+            raise ValueError("the video has no frames")
+        return stitcher.close(video_length)
+
+    def _windows(self, frames: Iterator[Tensor]) -> Iterator[tuple[int, Tensor, int]]:
+        """Yield ``(start, window frames [T', 3, H, W], frames read so far)``; T' < T only for a short video.
+
+        Holds the last T frames. A window is yielded as soon as its frames are read; when the stream ends, a
+        last window ending on the last frame is yielded if frames are left uncovered.
+        """
+        T, stride = self.window, self.window - self.overlap
+        buffer: deque[Tensor] = deque(maxlen=T)
+        next_start, covered, count = 0, 0, 0  # covered: frames already inside a yielded window
+        for frame in frames:
+            if self.first_window_only and count >= T:
+                count += 1  # the rest of the video is only counted (its frames are reported absent)
+                continue
+            if buffer and frame.shape != buffer[-1].shape:
+                raise ValueError(
+                    f"frame {count} has shape {tuple(frame.shape)}, earlier {tuple(buffer[-1].shape)}"
+                )
+            buffer.append(frame)
+            count += 1
+            if count == next_start + T:
+                yield next_start, torch.stack(list(buffer)), count
+                covered, next_start = count, next_start + stride
+        if count and covered < count and not (self.first_window_only and covered):
+            yield max(count - T, 0), torch.stack(list(buffer)), count  # the buffer holds exactly these frames
+        elif count:
+            yield -1, torch.empty(0), count  # only reports the length
+
+    def _run(self, batch: list[tuple[int, Tensor]], orig_size, stitcher: TrackStitcher) -> None:
+        """Forward the windows of ``batch`` (cycle-padded to T frames) and add their predictions in order."""
+        batch = [(start, window) for start, window in batch if start >= 0]
+        if not batch:
+            return
+        T = self.window
+        lengths = [window.shape[0] for _, window in batch]
+        clips = torch.stack([_cycle_pad(window, T) for _, window in batch]).to(
+            self.device
+        )  # B x T x 3 x H x W
+        outputs = self.model(clips, None)
+        B, H, W = clips.shape[0], clips.shape[-2], clips.shape[-1]
+        sizes = torch.tensor([[H, W]] * B)
+        orig_sizes = torch.as_tensor(orig_size).reshape(1, 2).expand(B, 2)
+        clip_predictions = self.postprocess(_to_cpu(outputs), sizes, orig_sizes, T)
+        for (start, _), length, predictions in zip(batch, lengths, clip_predictions):
+            stitcher.add_window(start, _drop_padded(predictions, length))
+
+
+def _cycle_pad(window: Tensor, length: int) -> Tensor:
+    """Repeat frames ``[T', 3, H, W]`` cyclically to ``length`` frames (the original's short-video rule)."""
+    index = torch.arange(length) % window.shape[0]
+    return window[index]
+
+
+def _drop_padded(predictions: ClipPredictions, length: int) -> ClipPredictions:
+    """Keep the predictions of the first ``length`` (real) frames; drop those now empty in every frame."""
+    if predictions.masks.shape[1] == length:
+        return predictions
+    predictions = predictions.frames(0, length)
+    return predictions.select(predictions.masks.flatten(1).any(dim=1))
+
+
+def _to_cpu(outputs: dict) -> dict[str, Tensor]:
+    return {key: outputs[key].cpu() for key in ("pred_logits", "pred_masks")}

@@ -1,0 +1,99 @@
+"""One instance followed across a whole video: per-frame RLE masks, scores and classes; its results entry."""
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from pycocotools import mask as mask_utils
+from torch import Tensor
+
+
+def encode_mask(mask: Tensor) -> dict:
+    """bool ``[height, width]`` → compressed RLE ``{"size": [height, width], "counts": str}`` (JSON-ready)."""
+    rle = mask_utils.encode(np.asfortranarray(mask.cpu().numpy().astype(np.uint8)))
+    rle["counts"] = rle["counts"].decode("ascii")
+    return rle
+
+
+def decode_mask(rle: dict) -> np.ndarray:
+    """Compressed RLE → bool ``[height, width]``."""
+    return mask_utils.decode({"size": rle["size"], "counts": rle["counts"].encode("ascii")}).astype(bool)
+
+
+def _category_id(category_ids, label: int) -> int:
+    """Original category id of class ``label``; ``category_ids`` is a sequence or a ``CategoryMap``."""
+    if hasattr(category_ids, "to_category_id"):
+        return int(category_ids.to_category_id(label))
+    if hasattr(category_ids, "category_ids"):
+        category_ids = category_ids.category_ids
+    if not 0 <= label < len(category_ids):
+        raise ValueError(f"class index {label} has no category id (the map has {len(category_ids)} classes)")
+    return int(category_ids[label])
+
+
+@dataclass
+class Track:
+    """An instance over the frames ``first_frame .. first_frame + len(frame_scores) - 1`` of a V-frame video.
+
+    Attributes:
+        track_id: identity, unique within the video, stable across windows.
+        first_frame: video frame index of the first covered frame.
+        segmentations: per covered frame, compressed RLE, or ``None`` where the frame score is below the
+            floor.
+        frame_scores: per covered frame, best class probability.
+        frame_labels: per covered frame, argmax contiguous class.
+        video_length: V, set when the video has been read to the end.
+    """
+
+    track_id: int
+    first_frame: int
+    segmentations: list[dict | None] = field(default_factory=list)
+    frame_scores: list[float] = field(default_factory=list)
+    frame_labels: list[int] = field(default_factory=list)
+    video_length: int | None = None
+
+    def append(self, rle: dict | None, score: float, label: int) -> None:
+        self.segmentations.append(rle)
+        self.frame_scores.append(score)
+        self.frame_labels.append(label)
+
+    @property
+    def last_frame(self) -> int:
+        return self.first_frame + len(self.frame_scores) - 1
+
+    @property
+    def score(self) -> float:
+        """Mean of the frame scores over the frames the track covers."""
+        return float(np.mean(self.frame_scores)) if self.frame_scores else 0.0
+
+    @property
+    def label(self) -> int:
+        """Most frequent per-frame class over the covered frames (ties: smallest index)."""
+        return int(np.bincount(np.asarray(self.frame_labels, dtype=np.int64)).argmax())
+
+    def segmentation(self, frame: int) -> dict | None:
+        """RLE at video frame ``frame``, ``None`` outside the covered frames or where absent."""
+        offset = frame - self.first_frame
+        return self.segmentations[offset] if 0 <= offset < len(self.segmentations) else None
+
+    def to_result(self, video_id: int, category_ids: Sequence[int], video_length: int | None = None) -> dict:
+        """The YouTube-VIS results entry ``{"video_id", "category_id", "score", "segmentations"}``.
+
+        Args:
+            video_id: the video's id in the annotation file.
+            category_ids: original category id of each contiguous class (a sequence or a ``CategoryMap``).
+            video_length: V; defaults to ``self.video_length``.
+        """
+        length = video_length if video_length is not None else self.video_length
+        if length is None:
+            raise ValueError(f"track {self.track_id} of video {video_id}: video length unknown")
+        if self.last_frame >= length:
+            raise ValueError(
+                f"track {self.track_id} covers frame {self.last_frame} of a {length}-frame video"
+            )
+        return {
+            "video_id": int(video_id),
+            "category_id": _category_id(category_ids, self.label),
+            "score": self.score,
+            "segmentations": [self.segmentation(frame) for frame in range(length)],
+        }

@@ -1,0 +1,177 @@
+"""Post-processing of one clip's VisTR outputs into per-clip instance predictions, as the original does it.
+
+For each instance slot i the clip holds the T frame predictions at queries ``q = t·N + i``. The original
+(``inference.py``) scores a slot by the mean over frames of its best class probability (no-object dropped),
+labels it with the most frequent per-frame class, upsamples its mask logits to the original frame size and
+thresholds their sigmoid, drops slots whose mask is empty in every frame, and reports a frame as absent when
+its frame score is below a floor. Unlike the original, the padded part of a batched input is cropped away
+first and the number of kept slots can be capped (``top_k``).
+"""
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from torchvision.ops import roi_align
+
+MASK_STRIDE = 4  # pred_masks are at 1/4 of the padded input size (docs/interfaces.md)
+
+
+@dataclass
+class ClipPredictions:
+    """The kept instance slots of one clip, sorted by decreasing score.
+
+    Attributes:
+        scores: float ``[k]`` mean over the T frames of the per-frame best class probability.
+        labels: int64 ``[k]`` contiguous class index, the most frequent per-frame class (ties: smallest).
+        frame_scores: float ``[k, T]`` best class probability per frame (no-object excluded).
+        frame_labels: int64 ``[k, T]`` argmax class per frame.
+        masks: bool ``[k, T, height, width]`` at the original frame size.
+        present: bool ``[k, T]`` frame score ≥ the score floor; absent frames are ``None`` in results files.
+        slots: int64 ``[k]`` instance slot index i of each kept prediction.
+    """
+
+    scores: Tensor
+    labels: Tensor
+    frame_scores: Tensor
+    frame_labels: Tensor
+    masks: Tensor
+    present: Tensor
+    slots: Tensor
+
+    def __len__(self) -> int:
+        return int(self.scores.shape[0])
+
+    def select(self, keep: Tensor) -> "ClipPredictions":
+        """Predictions at indices (or boolean mask) ``keep`` along k."""
+        return ClipPredictions(
+            **{name: getattr(self, name)[keep] for name in self.__dataclass_fields__}  # type: ignore[attr-defined]
+        )
+
+    def frames(self, start: int, stop: int) -> "ClipPredictions":
+        """The same predictions restricted to frames ``start:stop`` (scores and labels are recomputed)."""
+        frame_scores = self.frame_scores[:, start:stop]
+        frame_labels = self.frame_labels[:, start:stop]
+        return ClipPredictions(
+            scores=frame_scores.mean(dim=1),
+            labels=mode_per_row(frame_labels),
+            frame_scores=frame_scores,
+            frame_labels=frame_labels,
+            masks=self.masks[:, start:stop],
+            present=self.present[:, start:stop],
+            slots=self.slots,
+        )
+
+
+def mode_per_row(values: Tensor) -> Tensor:
+    """Most frequent value of each row of non-negative ints ``[k, T]`` → ``[k]``; ties: the smallest."""
+    if values.numel() == 0:
+        return torch.zeros(values.shape[0], dtype=torch.int64, device=values.device)
+    counts = torch.zeros(values.shape[0], int(values.max()) + 1, dtype=torch.int64, device=values.device)
+    counts.scatter_add_(1, values, torch.ones_like(values))
+    return counts.argmax(dim=1)  # argmax returns the first maximum: the smallest tied value
+
+
+class PostProcessVideo:
+    """Turns the outputs of B clips into one :class:`ClipPredictions` per clip.
+
+    Args:
+        mask_threshold: a pixel belongs to the instance when sigmoid(mask logit) > this.
+        score_floor: frames whose frame score is below this are reported absent (the original's 0.001).
+        top_k: keep at most this many slots per clip, by score; ``None`` keeps all (the original).
+    """
+
+    def __init__(self, mask_threshold: float = 0.5, score_floor: float = 0.001, top_k: int | None = None):
+        if not 0.0 < mask_threshold < 1.0:
+            raise ValueError(f"mask_threshold must be in (0, 1), got {mask_threshold}")
+        if top_k is not None and top_k < 1:
+            raise ValueError(f"top_k must be None or ≥ 1, got {top_k}")
+        self.mask_threshold = mask_threshold
+        self.score_floor = score_floor
+        self.top_k = top_k
+
+    @torch.no_grad()
+    def __call__(
+        self, outputs: dict[str, Tensor], sizes: Tensor, orig_sizes: Tensor, num_frames: int
+    ) -> list[ClipPredictions]:
+        """
+        Args:
+            outputs: the model's dict with ``pred_logits`` ``[B, Q, K+1]`` and ``pred_masks`` ``[B, Q, h, w]``
+                (mask logits at 1/4 of the padded input size), Q = T·N.
+            sizes: int ``[B, 2]`` valid (unpadded) input size (H, W) of each clip.
+            orig_sizes: int ``[B, 2]`` original frame size (height, width) of each clip's video.
+            num_frames: T, the frames per clip.
+        Returns:
+            B :class:`ClipPredictions`, masks at each clip's original size.
+        """
+        logits, mask_logits = outputs["pred_logits"], outputs["pred_masks"]
+        B, Q, _ = logits.shape
+        if Q % num_frames:
+            raise ValueError(f"Q = {Q} queries is not a multiple of T = {num_frames} frames")
+        T, N = num_frames, Q // num_frames
+        if not torch.isfinite(logits).all():
+            raise ValueError("pred_logits contains NaN or inf")
+        probs = logits.float().softmax(dim=-1)[..., :-1]  # B x Q x K, no-object dropped
+        frame_scores, frame_labels = probs.max(dim=-1)  # B x Q each
+        # q = t·N + i: B x Q → B x N x T (slot-major)
+        frame_scores = frame_scores.view(B, T, N).transpose(1, 2)
+        frame_labels = frame_labels.view(B, T, N).transpose(1, 2)
+        mask_logits = mask_logits.view(B, T, N, *mask_logits.shape[-2:]).transpose(1, 2)  # B x N x T x h x w
+        return [
+            self._one_clip(frame_scores[b], frame_labels[b], mask_logits[b], sizes[b], orig_sizes[b])
+            for b in range(B)
+        ]
+
+    def _one_clip(
+        self, frame_scores: Tensor, frame_labels: Tensor, mask_logits: Tensor, size: Tensor, orig_size: Tensor
+    ) -> ClipPredictions:
+        """frame_scores/labels ``[N, T]``, mask_logits ``[N, T, h, w]`` → the clip's kept predictions."""
+        N, T = frame_scores.shape
+        scores = frame_scores.mean(dim=1)
+        order = scores.argsort(descending=True, stable=True)
+        height, width = (int(v) for v in orig_size)
+        kept, masks = [], []
+        for slot in order.tolist():
+            if self.top_k is not None and len(kept) == self.top_k:
+                break
+            slot_masks = self._upsample(mask_logits[slot], size, (height, width)) > self._logit_threshold
+            if not slot_masks.any():  # empty in every frame: the original drops the slot
+                continue
+            kept.append(slot)
+            masks.append(slot_masks)
+        keep = torch.tensor(kept, dtype=torch.int64, device=scores.device)
+        frame_scores, frame_labels = frame_scores[keep], frame_labels[keep]
+        return ClipPredictions(
+            scores=scores[keep],
+            labels=mode_per_row(frame_labels),
+            frame_scores=frame_scores,
+            frame_labels=frame_labels,
+            masks=torch.stack(masks) if masks else torch.zeros(0, T, height, width, dtype=torch.bool),
+            present=frame_scores >= self.score_floor,
+            slots=keep,
+        )
+
+    @property
+    def _logit_threshold(self) -> float:
+        # sigmoid(x) > p  ⇔  x > logit(p): threshold the logits, no sigmoid over the full-size masks
+        return float(torch.logit(torch.tensor(self.mask_threshold, dtype=torch.float64)))
+
+    @staticmethod
+    def _upsample(mask_logits: Tensor, size: Tensor, orig_size: tuple[int, int]) -> Tensor:
+        """Mask logits ``[T, h, w]`` of the padded input → ``[T, height, width]`` of the valid region.
+
+        The valid region (H, W) covers ``[0, W/4] x [0, H/4]`` of the stride-4 map (fractional when H or W is
+        not a multiple of 4); ``roi_align`` with one sample per output pixel and ``aligned=True`` is exactly
+        bilinear interpolation (``align_corners=False``) of that region. Only the last half-pixel rows and
+        columns differ from cropping first: they interpolate towards their padded neighbours.
+        """
+        H, W = (float(v) for v in size)
+        box = torch.tensor([[0.0, 0.0, 0.0, W / MASK_STRIDE, H / MASK_STRIDE]], device=mask_logits.device)
+        return roi_align(
+            mask_logits.float().unsqueeze(0),
+            box,
+            orig_size,
+            spatial_scale=1.0,
+            sampling_ratio=1,
+            aligned=True,
+        )[0]
