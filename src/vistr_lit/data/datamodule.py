@@ -1,0 +1,218 @@
+"""``YTVISDataModule``: training clips and whole validation videos for YouTube-VIS, OVIS or synthvis.
+
+The datamodule owns its samplers (run the Trainer with ``use_distributed_sampler=False``): training shuffles
+with a ``DistributedSampler`` (Lightning calls its ``set_epoch``); validation splits the videos across ranks
+with :class:`ShardSampler`, so every video is evaluated exactly once, with no padding duplicates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import lightning as L
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
+
+from vistr_lit.data.clips import (
+    ClipSampler,
+    YTVISClipDataset,
+    YTVISVideoDataset,
+    collate_clips,
+    collate_videos,
+)
+from vistr_lit.data.synthetic import ensure_synthvis
+from vistr_lit.data.transforms import build_eval_transform, build_train_transform
+from vistr_lit.data.ytvis import CategoryMap, YTVISData, hash_split, load_ytvis
+
+VAL_SPLITS = ("file", "hash", "none")
+
+
+class ShardSampler(Sampler[int]):
+    """Indices ``rank, rank + R, ...`` of ``num_samples``: the R shards are disjoint and cover everything."""
+
+    def __init__(self, num_samples: int, num_replicas: int = 1, rank: int = 0):
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank {rank} is not in 0..{num_replicas - 1}")
+        self.num_samples, self.num_replicas, self.rank = num_samples, num_replicas, rank
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, self.num_samples, self.num_replicas))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.num_samples, self.num_replicas))
+
+
+class YTVISDataModule(L.LightningDataModule):
+    """Paths are relative to ``root`` unless absolute.
+
+    ``val_split``: ``file`` (``val_ann`` + ``val_frames``, e.g. synthvis ``valid.json``), ``hash`` (a
+    stable-hash fraction ``val_fraction`` of ``train_ann``'s videos, for YouTube-VIS whose validation labels
+    are private) or ``none``. ``seed`` seeds the training shuffle (per epoch through ``set_epoch``).
+    ``synthvis``: generator parameters (``{}`` for the defaults) to create synthvis in ``root`` on first use;
+    ``None`` for a real dataset. ``val_max_videos`` keeps only the first N validation videos.
+    Transform keys are those of :func:`build_train_transform` / :func:`build_eval_transform`.
+    """
+
+    def __init__(
+        self,
+        root: str = "data/synthvis",
+        train_ann: str = "train.json",
+        train_frames: str = "train/JPEGImages",
+        val_ann: str = "valid.json",
+        val_frames: str = "valid/JPEGImages",
+        val_split: str = "file",
+        val_fraction: float = 0.1,
+        split_salt: str = "vistr-lit",
+        val_max_videos: int | None = None,
+        num_frames: int = 36,
+        max_stride: int = 1,
+        fixed_stride: bool = False,
+        short_video: str = "cycle",
+        clips_per_video: int | None = 1,
+        batch_size: int = 1,
+        val_batch_size: int = 1,
+        num_workers: int = 2,
+        train_scales: Sequence[int] = (300,),
+        train_max_size: int | None = 540,
+        crop_prescales: Sequence[int] | None = (400, 500, 600),
+        crop_size: Sequence[int] | None = (384, 600),
+        crop_prob: float = 1.0,
+        hflip_prob: float = 0.5,
+        photometric_prob: float = 0.5,
+        eval_short_side: int | None = 300,
+        eval_max_size: int | None = None,
+        synthvis: dict | None = None,
+        seed: int = 42,
+    ):
+        super().__init__()
+        if val_split not in VAL_SPLITS:
+            raise ValueError(f"val_split must be one of {VAL_SPLITS}, got {val_split!r}")
+        self.save_hyperparameters()
+        self.root = Path(root)
+        self.val_split = val_split
+        self.synthvis = dict(synthvis) if synthvis is not None else None
+        self.sampler = ClipSampler(num_frames, max_stride, fixed_stride, short_video)
+        self.train_transform = build_train_transform(
+            scales=list(train_scales) if train_scales else [],
+            max_size=train_max_size,
+            crop_prescales=list(crop_prescales) if crop_prescales else None,
+            crop_size=list(crop_size) if crop_size else None,
+            crop_prob=crop_prob,
+            hflip_prob=hflip_prob,
+            photometric_prob=photometric_prob,
+        )
+        self.eval_transform = build_eval_transform(eval_short_side, eval_max_size)
+        self._train_data: YTVISData | None = None
+        self._val_data: YTVISData | None = None
+        self._val_frames: Path | None = None
+
+    def _path(self, p: str) -> Path:
+        return Path(p) if Path(p).is_absolute() else self.root / p
+
+    def prepare_data(self) -> None:
+        if self.synthvis is not None:
+            ensure_synthvis(self.root, **self.synthvis)
+
+    def _load(self) -> None:
+        if self._train_data is not None:
+            return
+        self.prepare_data()  # idempotent and atomic; covers use without a Trainer
+        hp = self.hparams
+        train = load_ytvis(self._path(hp.train_ann))
+        val, val_frames = None, None
+        if self.val_split == "file":
+            val, val_frames = load_ytvis(self._path(hp.val_ann)), self._path(hp.val_frames)
+            if val.category_map != train.category_map:
+                raise ValueError(
+                    f"{val.path}: categories {val.category_map} differ from "
+                    f"{train.path}'s {train.category_map}"
+                )
+        elif self.val_split == "hash":
+            train_ids, val_ids = hash_split([v.id for v in train.videos], hp.val_fraction, hp.split_salt)
+            train, val, val_frames = (
+                train.subset(train_ids),
+                train.subset(val_ids),
+                self._path(hp.train_frames),
+            )
+        if val is not None and hp.val_max_videos is not None:
+            val = val.subset([v.id for v in val.videos[: hp.val_max_videos]])
+        self._train_data, self._val_data, self._val_frames = train, val, val_frames
+
+    def setup(self, stage: str | None = None) -> None:
+        self._load()
+
+    @property
+    def category_map(self) -> CategoryMap:
+        """Category ids and names <-> contiguous class indices (loads the annotations if needed)."""
+        self._load()
+        return self._train_data.category_map
+
+    @property
+    def num_classes(self) -> int:
+        return self.category_map.num_classes
+
+    @property
+    def val_gt(self) -> dict | None:
+        """Ground-truth json of exactly the validation videos (for the evaluator); None if no validation."""
+        self._load()
+        return self._val_data.raw if self._val_data is not None else None
+
+    @property
+    def val_ann_path(self) -> Path | None:
+        """The validation json file if it holds exactly the validation videos, else None (use ``val_gt``)."""
+        self._load()
+        whole_file = self.val_split == "file" and self.hparams.val_max_videos is None
+        return self._path(self.hparams.val_ann) if whole_file else None
+
+    @property
+    def train_dataset(self) -> YTVISClipDataset:
+        self._load()
+        return YTVISClipDataset(
+            self._train_data,
+            self._path(self.hparams.train_frames),
+            self.sampler,
+            self.train_transform,
+            clips_per_video=self.hparams.clips_per_video,
+        )
+
+    @property
+    def val_dataset(self) -> YTVISVideoDataset | None:
+        self._load()
+        if self._val_data is None:
+            return None
+        return YTVISVideoDataset(self._val_data, self._val_frames, self.eval_transform)
+
+    def _world(self) -> tuple[int, int]:
+        trainer = self._trainer if hasattr(self, "_trainer") else None
+        if trainer is None:
+            return 1, 0
+        return trainer.world_size, trainer.global_rank
+
+    def _loader(self, dataset, batch_size: int, sampler: Sampler, collate_fn) -> DataLoader:
+        workers = self.hparams.num_workers
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            sampler=sampler,
+            num_workers=workers,
+            collate_fn=collate_fn,
+            persistent_workers=workers > 0,
+            pin_memory=False,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        dataset = self.train_dataset
+        world, rank = self._world()
+        sampler = DistributedSampler(
+            dataset, num_replicas=world, rank=rank, shuffle=True, seed=self.hparams.seed
+        )
+        return self._loader(dataset, self.hparams.batch_size, sampler, collate_clips)
+
+    def val_dataloader(self) -> DataLoader | list:
+        dataset = self.val_dataset
+        if dataset is None:
+            return []
+        world, rank = self._world()
+        return self._loader(
+            dataset, self.hparams.val_batch_size, ShardSampler(len(dataset), world, rank), collate_videos
+        )

@@ -1,0 +1,215 @@
+"""synthvis: a small synthetic video instance segmentation dataset in the exact YouTube-VIS 2019 format.
+
+``python -m vistr_lit.data.synthetic --out DIR [--train-videos N --valid-videos N --seed S ...]`` writes
+``DIR/{train,valid}/JPEGImages/<video>/<frame>.jpg`` (frame numbers skip: 00000, 00005, ...) and
+``DIR/{train,valid}.json`` (uncompressed RLE, ``null`` for absent frames), deterministic for a seed.
+``ensure_synthvis(root, **params)`` generates it on first use (atomically, safe when several processes race).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from vistr_lit.data.synthvis_render import CATEGORIES, render_video
+
+FORMAT_VERSION = 1
+STAMP_FILE = "synthvis.json"
+SPLITS = ("train", "valid")
+
+
+@dataclass(frozen=True)
+class SynthvisConfig:
+    """Every knob of the generator; ``sizes`` are (height, width) pairs, one drawn per video."""
+
+    train_videos: int = 150
+    valid_videos: int = 30
+    min_length: int = 6
+    max_length: int = 30
+    sizes: tuple[tuple[int, int], ...] = ((96, 128), (112, 160), (128, 128), (144, 176))
+    min_objects: int = 1
+    max_objects: int = 4
+    frame_step: int = 5
+    cross_prob: float = 0.3
+    enter_leave_prob: float = 0.35
+    jpeg_quality: int = 90
+    seed: int = 0
+
+    def __post_init__(self):
+        sizes = tuple(tuple(int(x) for x in s) for s in self.sizes)
+        object.__setattr__(self, "sizes", sizes)
+        if not 1 <= self.min_length <= self.max_length:
+            raise ValueError(f"need 1 <= min_length <= max_length, got {self.min_length}, {self.max_length}")
+        if not 1 <= self.min_objects <= self.max_objects:
+            raise ValueError(
+                f"need 1 <= min_objects <= max_objects, got {self.min_objects}, {self.max_objects}"
+            )
+        if not sizes or any(len(s) != 2 or min(s) < 8 for s in sizes):
+            raise ValueError(f"sizes must be (height, width) pairs of at least 8 px, got {self.sizes}")
+        if self.train_videos < 0 or self.valid_videos < 0 or self.frame_step < 1:
+            raise ValueError("video counts must be >= 0 and frame_step >= 1")
+
+
+def encode_uncompressed_rle(mask: np.ndarray) -> dict:
+    """bool ``[H, W]`` -> ``{"size": [H, W], "counts": [int, ...]}``: column-major runs, zeros first."""
+    flat = np.asarray(mask, dtype=np.uint8).ravel(order="F")
+    bounds = np.concatenate([[0], np.flatnonzero(np.diff(flat)) + 1, [flat.size]])
+    counts = np.diff(bounds).tolist()
+    if flat.size and flat[0]:
+        counts = [0, *counts]
+    return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": counts}
+
+
+def mask_bbox(mask: np.ndarray) -> list[float]:
+    """COCO ``[x, y, w, h]`` of a non-empty mask (same convention as pycocotools ``toBbox``)."""
+    ys, xs = np.nonzero(mask)
+    return [float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1), float(ys.max() - ys.min() + 1)]
+
+
+def _write_split(out: Path, split: str, count: int, cfg: SynthvisConfig) -> dict:
+    split_code = SPLITS.index(split)
+    videos, annotations = [], []
+    for index in range(count):
+        rng = np.random.default_rng([cfg.seed, split_code, index])  # a video does not depend on the others
+        height, width = cfg.sizes[int(rng.integers(len(cfg.sizes)))]
+        length = int(rng.integers(cfg.min_length, cfg.max_length + 1))
+        num_objects = int(rng.integers(cfg.min_objects, cfg.max_objects + 1))
+        frames, tracks = render_video(
+            rng, height, width, length, num_objects, cfg.cross_prob, cfg.enter_leave_prob
+        )
+        video_id = index + 1
+        folder = f"{split}{video_id:04d}"
+        file_names = [f"{folder}/{t * cfg.frame_step:05d}.jpg" for t in range(length)]
+        (out / split / "JPEGImages" / folder).mkdir(parents=True)
+        for name, frame in zip(file_names, frames):
+            Image.fromarray(frame).save(out / split / "JPEGImages" / name, quality=cfg.jpeg_quality)
+        videos.append(
+            {"id": video_id, "width": width, "height": height, "length": length, "file_names": file_names}
+        )
+        for track in tracks:
+            present = [bool(m.any()) for m in track.masks]
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "video_id": video_id,
+                    "category_id": track.category + 1,
+                    "iscrowd": 0,
+                    "height": height,
+                    "width": width,
+                    "length": 1,  # as in the published YouTube-VIS 2019 files
+                    "segmentations": [
+                        encode_uncompressed_rle(m) if p else None for m, p in zip(track.masks, present)
+                    ],
+                    "bboxes": [mask_bbox(m) if p else None for m, p in zip(track.masks, present)],
+                    "areas": [float(m.sum()) if p else None for m, p in zip(track.masks, present)],
+                }
+            )
+    info = {"description": f"synthvis {split}", "version": FORMAT_VERSION, "seed": cfg.seed}
+    categories = [
+        {"id": k + 1, "name": name, "supercategory": "shape"} for k, (name, _, _) in enumerate(CATEGORIES)
+    ]
+    ann = {
+        "info": info,
+        "licenses": [],
+        "videos": videos,
+        "categories": categories,
+        "annotations": annotations,
+    }
+    (out / f"{split}.json").write_text(json.dumps(ann))
+    return ann
+
+
+def generate_synthvis(out: str | Path, cfg: SynthvisConfig | None = None) -> Path:
+    """Write the dataset into ``out`` (which must not exist or be empty) and a stamp of its parameters."""
+    cfg = cfg or SynthvisConfig()
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"{out} exists and is not empty; choose another --out or delete it")
+    out.mkdir(parents=True, exist_ok=True)
+    for split, count in zip(SPLITS, (cfg.train_videos, cfg.valid_videos)):
+        _write_split(out, split, count, cfg)
+    (out / STAMP_FILE).write_text(json.dumps({"format_version": FORMAT_VERSION, **_stamp(cfg)}, indent=1))
+    return out
+
+
+def _stamp(cfg: SynthvisConfig) -> dict:
+    params = asdict(cfg)
+    params["sizes"] = [list(s) for s in cfg.sizes]
+    return params
+
+
+def ensure_synthvis(root: str | Path, **params) -> Path:
+    """Generate synthvis into ``root`` unless it is already there with the same parameters.
+
+    Generation goes to a temporary sibling folder renamed into place, so concurrent callers (DDP ranks,
+    DataLoader workers) never see a half-written dataset. Raises if ``root`` holds a dataset made with
+    other parameters (nothing is overwritten).
+    """
+    root = Path(root)
+    cfg = SynthvisConfig(**params)
+    stamp_path = root / STAMP_FILE
+    if not stamp_path.exists():
+        root.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
+        try:
+            generate_synthvis(tmp, cfg)
+            try:
+                os.rename(tmp, root)  # atomic; fails if another process finished first
+            except OSError:
+                if not stamp_path.exists():
+                    raise
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp)
+    found = json.loads(stamp_path.read_text())
+    wanted = {"format_version": FORMAT_VERSION, **_stamp(cfg)}
+    if found != wanted:
+        diff = {k: (found.get(k), v) for k, v in wanted.items() if found.get(k) != v}
+        raise ValueError(
+            f"{stamp_path}: synthvis there was made with other parameters (found, wanted): {diff}"
+        )
+    return root
+
+
+def _parse_sizes(text: str) -> tuple[tuple[int, int], ...]:
+    try:
+        return tuple(tuple(int(x) for x in part.lower().split("x")) for part in text.split(","))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(
+            f"--sizes must look like 96x128,128x160 (HxW), got {text!r}"
+        ) from err
+
+
+def main(argv: list[str] | None = None) -> None:
+    defaults = SynthvisConfig()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, type=Path, help="output folder (must not exist or be empty)")
+    parser.add_argument(
+        "--videos", "--train-videos", dest="train_videos", type=int, default=defaults.train_videos
+    )
+    parser.add_argument("--valid-videos", type=int, default=defaults.valid_videos)
+    parser.add_argument("--sizes", type=_parse_sizes, default=defaults.sizes, help="frame sizes HxW,HxW,...")
+    for f in fields(SynthvisConfig):
+        if f.name not in ("train_videos", "valid_videos", "sizes"):
+            parser.add_argument(
+                f"--{f.name.replace('_', '-')}",
+                type=type(getattr(defaults, f.name)),
+                default=getattr(defaults, f.name),
+            )
+    args = vars(parser.parse_args(argv))
+    out = args.pop("out")
+    cfg = SynthvisConfig(**args)
+    generate_synthvis(out, cfg)
+    print(f"synthvis written to {out}: {cfg.train_videos} train / {cfg.valid_videos} valid, seed {cfg.seed}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,343 @@
+"""YouTube-VIS (2019/2021) and OVIS annotation files: parse, validate, decode segmentations, split.
+
+Every problem found in a file is reported with the file, the video id, the annotation id and the field;
+``load_ytvis`` raises :class:`AnnotationError` listing all of them instead of dropping anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pycocotools import mask as mask_utils
+
+# Largest 64-bit value of the stable hash, used to turn it into a fraction in [0, 1).
+_HASH_SPAN = float(2**64)
+_VIDEO_KEYS = ("id", "width", "height", "file_names")
+_ANNOTATION_KEYS = ("id", "video_id", "category_id", "segmentations")
+_CATEGORY_KEYS = ("id", "name")
+
+
+class AnnotationError(ValueError):
+    """Raised for a malformed annotation file; ``problems`` holds one message per problem."""
+
+    def __init__(self, path: str | Path, problems: Sequence[str]):
+        self.path = str(path)
+        self.problems = list(problems)
+        shown = "\n  ".join(self.problems[:50])
+        more = f"\n  ... and {len(self.problems) - 50} more" if len(self.problems) > 50 else ""
+        super().__init__(f"{self.path}: {len(self.problems)} problem(s):\n  {shown}{more}")
+
+
+@dataclass(frozen=True)
+class Video:
+    """One video: ``file_names`` are relative to the frames folder (numbers may skip)."""
+
+    id: int
+    width: int
+    height: int
+    file_names: tuple[str, ...]
+
+    @property
+    def length(self) -> int:
+        return len(self.file_names)
+
+
+@dataclass(frozen=True)
+class Annotation:
+    """One instance track: per-frame ``segmentations``/``bboxes``/``areas``, ``None`` where absent."""
+
+    id: int
+    video_id: int
+    category_id: int
+    iscrowd: int
+    segmentations: tuple[Any, ...]
+    bboxes: tuple[Any, ...] | None
+    areas: tuple[Any, ...] | None
+
+
+class CategoryMap:
+    """Dataset category ids <-> contiguous class indices ``0..K-1`` (sorted by id)."""
+
+    def __init__(self, ids: Iterable[int], names: Iterable[str]):
+        pairs = sorted(zip(ids, names, strict=True))
+        self.ids: list[int] = [int(i) for i, _ in pairs]
+        self.names: list[str] = [str(n) for _, n in pairs]
+        if len(set(self.ids)) != len(self.ids):
+            raise ValueError(f"CategoryMap: duplicate category ids in {self.ids}")
+        self._index = {cid: k for k, cid in enumerate(self.ids)}
+
+    @classmethod
+    def from_categories(cls, categories: Sequence[dict]) -> CategoryMap:
+        return cls([c["id"] for c in categories], [c["name"] for c in categories])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.ids)
+
+    def to_index(self, category_id: int) -> int:
+        if category_id not in self._index:
+            raise KeyError(f"category_id {category_id} is not one of {self.ids}")
+        return self._index[category_id]
+
+    def to_category_id(self, index: int) -> int:
+        if not 0 <= index < len(self.ids):
+            raise IndexError(f"class index {index} out of range 0..{len(self.ids) - 1}")
+        return self.ids[index]
+
+    def to_dict(self) -> dict[str, list]:
+        return {"ids": list(self.ids), "names": list(self.names)}
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, CategoryMap) and self.ids == other.ids and self.names == other.names
+
+    def __repr__(self) -> str:
+        return f"CategoryMap({dict(zip(self.ids, self.names))})"
+
+
+@dataclass
+class YTVISData:
+    """A parsed annotation file. ``has_annotations`` is False for a test split."""
+
+    path: str
+    videos: list[Video]
+    annotations: dict[int, list[Annotation]]  # video id -> its instance tracks
+    category_map: CategoryMap
+    raw: dict
+    has_annotations: bool
+
+    def video(self, video_id: int) -> Video:
+        for video in self.videos:
+            if video.id == video_id:
+                return video
+        raise KeyError(f"{self.path}: no video with id {video_id}")
+
+    def subset(self, video_ids: Iterable[int]) -> YTVISData:
+        """The same file restricted to ``video_ids`` (raw json included, for the evaluator)."""
+        keep = set(video_ids)
+        raw = dict(self.raw)
+        raw["videos"] = [v for v in self.raw["videos"] if v["id"] in keep]
+        if self.has_annotations:
+            raw["annotations"] = [a for a in self.raw["annotations"] if a["video_id"] in keep]
+        return YTVISData(
+            path=self.path,
+            videos=[v for v in self.videos if v.id in keep],
+            annotations={k: v for k, v in self.annotations.items() if k in keep},
+            category_map=self.category_map,
+            raw=raw,
+            has_annotations=self.has_annotations,
+        )
+
+
+def _where(path: str, video_id: Any = None, ann_id: Any = None) -> str:
+    parts = [path]
+    if video_id is not None:
+        parts.append(f"video {video_id}")
+    if ann_id is not None:
+        parts.append(f"annotation {ann_id}")
+    return ", ".join(parts)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def segmentation_problem(seg: Any, height: int, width: int) -> str | None:
+    """Why ``seg`` is not a valid frame segmentation of a ``height x width`` video, or None if it is."""
+    if seg is None:
+        return None
+    if isinstance(seg, dict):
+        if "counts" not in seg or "size" not in seg:
+            return "RLE needs 'counts' and 'size'"
+        size = seg["size"]
+        if not (isinstance(size, list | tuple) and len(size) == 2 and all(_is_int(s) for s in size)):
+            return f"RLE size {size!r} is not [height, width]"
+        if list(size) != [height, width]:
+            return f"RLE size {list(size)} != video size [{height}, {width}]"
+        counts = seg["counts"]
+        if isinstance(counts, list):
+            if not all(_is_int(c) and c >= 0 for c in counts):
+                return "uncompressed RLE counts must be non-negative integers"
+            if sum(counts) != height * width:
+                return f"uncompressed RLE counts sum to {sum(counts)}, expected {height * width}"
+        elif not isinstance(counts, str | bytes):
+            return f"RLE counts of type {type(counts).__name__} (expected list of int or str)"
+        return None
+    if isinstance(seg, list):
+        if not seg:
+            return "empty polygon list (use null for an absent frame)"
+        for poly in seg:
+            if not (isinstance(poly, list) and len(poly) >= 6 and len(poly) % 2 == 0):
+                return "polygon must be a list of >= 3 (x, y) pairs"
+            if not all(isinstance(c, int | float) for c in poly):
+                return "polygon coordinates must be numbers"
+        return None
+    return f"segmentation of type {type(seg).__name__} (expected RLE dict, polygon list or null)"
+
+
+def decode_segmentation(seg: Any, height: int, width: int) -> np.ndarray:
+    """One frame's segmentation (RLE with list or string counts, polygons, or None) -> uint8 ``[H, W]``."""
+    if seg is None:
+        return np.zeros((height, width), dtype=np.uint8)
+    if isinstance(seg, list):  # polygons: union of the parts
+        rle = mask_utils.merge(mask_utils.frPyObjects(seg, height, width))
+    elif isinstance(seg["counts"], list):  # uncompressed RLE, as in the published json
+        rle = mask_utils.frPyObjects(seg, *seg["size"])
+    else:
+        rle = seg
+    return mask_utils.decode(rle)
+
+
+def validate_ytvis(raw: Any, path: str | Path) -> list[str]:
+    """Every structural problem of a YouTube-VIS/OVIS json (without touching frame files)."""
+    path = str(path)
+    problems: list[str] = []
+    if not isinstance(raw, dict):
+        return [f"{path}: top level is {type(raw).__name__}, expected an object"]
+    for key in ("videos", "categories"):
+        if not isinstance(raw.get(key), list):
+            problems.append(f"{path}: field '{key}' missing or not a list")
+    if "annotations" in raw and not isinstance(raw["annotations"], list):
+        problems.append(f"{path}: field 'annotations' is not a list")
+    if problems:
+        return problems
+
+    cat_ids: set[int] = set()
+    for i, cat in enumerate(raw["categories"]):
+        missing = [k for k in _CATEGORY_KEYS if not isinstance(cat, dict) or k not in cat]
+        if missing:
+            problems.append(f"{path}, categories[{i}]: missing field(s) {missing}")
+        elif not _is_int(cat["id"]):
+            problems.append(f"{path}, categories[{i}]: field 'id' = {cat['id']!r} is not an integer")
+        elif cat["id"] in cat_ids:
+            problems.append(f"{path}, category {cat['id']}: duplicate category id")
+        else:
+            cat_ids.add(cat["id"])
+
+    videos: dict[int, dict] = {}
+    for i, vid in enumerate(raw["videos"]):
+        missing = [k for k in _VIDEO_KEYS if not isinstance(vid, dict) or k not in vid]
+        if missing:
+            problems.append(f"{path}, videos[{i}]: missing field(s) {missing}")
+            continue
+        where = _where(path, vid["id"])
+        if not _is_int(vid["id"]):
+            problems.append(f"{path}, videos[{i}]: field 'id' = {vid['id']!r} is not an integer")
+            continue
+        if vid["id"] in videos:
+            problems.append(f"{where}: duplicate video id")
+            continue
+        for key in ("width", "height"):
+            if not (_is_int(vid[key]) and vid[key] > 0):
+                problems.append(f"{where}: field '{key}' = {vid[key]!r} is not a positive integer")
+        names = vid["file_names"]
+        if not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)):
+            problems.append(f"{where}: field 'file_names' must be a non-empty list of strings")
+        elif len(set(names)) != len(names):
+            problems.append(f"{where}: field 'file_names' has duplicate entries")
+        elif "length" in vid and vid["length"] != len(names):
+            problems.append(f"{where}: field 'length' = {vid['length']} != len(file_names) = {len(names)}")
+        videos[vid["id"]] = vid
+
+    ann_ids: set[int] = set()
+    for i, ann in enumerate(raw.get("annotations", [])):
+        missing = [k for k in _ANNOTATION_KEYS if not isinstance(ann, dict) or k not in ann]
+        if missing:
+            problems.append(f"{path}, annotations[{i}]: missing field(s) {missing}")
+            continue
+        where = _where(path, ann["video_id"], ann["id"])
+        if not _is_int(ann["id"]):
+            problems.append(f"{path}, annotations[{i}]: field 'id' = {ann['id']!r} is not an integer")
+        elif ann["id"] in ann_ids:
+            problems.append(f"{where}: duplicate annotation id")
+        ann_ids.add(ann["id"])
+        if ann["category_id"] not in cat_ids:
+            problems.append(f"{where}: field 'category_id' = {ann['category_id']!r} is not a listed category")
+        if ann.get("iscrowd", 0) not in (0, 1):
+            problems.append(f"{where}: field 'iscrowd' = {ann['iscrowd']!r} is not 0 or 1")
+        vid = videos.get(ann["video_id"])
+        if vid is None:
+            problems.append(f"{where}: field 'video_id' refers to a video that is not listed")
+            continue
+        if not isinstance(vid["file_names"], list):
+            continue
+        length = len(vid["file_names"])
+        for key in ("segmentations", "bboxes", "areas"):
+            if key in ann and not (isinstance(ann[key], list) and len(ann[key]) == length):
+                got = len(ann[key]) if isinstance(ann[key], list) else type(ann[key]).__name__
+                problems.append(f"{where}: field '{key}' has length {got}, video length is {length}")
+        if isinstance(ann["segmentations"], list):
+            for t, seg in enumerate(ann["segmentations"]):
+                why = segmentation_problem(seg, vid["height"], vid["width"])
+                if why:
+                    problems.append(f"{where}: field 'segmentations[{t}]': {why}")
+        if isinstance(ann.get("bboxes"), list):
+            for t, box in enumerate(ann["bboxes"]):
+                ok = box is None or (
+                    isinstance(box, list) and len(box) == 4 and all(isinstance(c, int | float) for c in box)
+                )
+                if not ok:
+                    problems.append(f"{where}: field 'bboxes[{t}]' = {box!r} is not [x, y, w, h] or null")
+    return problems
+
+
+def parse_ytvis(raw: dict, path: str | Path) -> YTVISData:
+    """Validated json -> :class:`YTVISData`; raises :class:`AnnotationError` listing every problem."""
+    problems = validate_ytvis(raw, path)
+    if problems:
+        raise AnnotationError(path, problems)
+    videos = [Video(v["id"], v["width"], v["height"], tuple(v["file_names"])) for v in raw["videos"]]
+    annotations: dict[int, list[Annotation]] = {v.id: [] for v in videos}
+    for a in raw.get("annotations", []):
+        annotations[a["video_id"]].append(
+            Annotation(
+                id=a["id"],
+                video_id=a["video_id"],
+                category_id=a["category_id"],
+                iscrowd=int(a.get("iscrowd", 0)),
+                segmentations=tuple(a["segmentations"]),
+                bboxes=tuple(a["bboxes"]) if "bboxes" in a else None,
+                areas=tuple(a["areas"]) if "areas" in a else None,
+            )
+        )
+    return YTVISData(
+        path=str(path),
+        videos=videos,
+        annotations=annotations,
+        category_map=CategoryMap.from_categories(raw["categories"]),
+        raw=raw,
+        has_annotations="annotations" in raw,
+    )
+
+
+def load_ytvis(path: str | Path) -> YTVISData:
+    """Read and validate a YouTube-VIS 2019/2021 or OVIS json (a test split without annotations is fine)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"annotation file not found: {path}")
+    try:
+        raw = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise AnnotationError(path, [f"{path}: not valid JSON ({err})"]) from err
+    return parse_ytvis(raw, path)
+
+
+def hash_fraction(video_id: int, salt: str) -> float:
+    """Stable pseudo-random number in [0, 1) for a video id (same on every machine and Python run)."""
+    digest = hashlib.sha256(f"{salt}:{video_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / _HASH_SPAN
+
+
+def hash_split(video_ids: Iterable[int], val_fraction: float, salt: str = "vistr-lit") -> tuple[list, list]:
+    """Deterministic local split -> (train ids, validation ids): validation iff hash < ``val_fraction``."""
+    if not 0.0 <= val_fraction <= 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1], got {val_fraction}")
+    train, val = [], []
+    for vid in video_ids:
+        (val if hash_fraction(vid, salt) < val_fraction else train).append(vid)
+    return train, val
