@@ -1,0 +1,102 @@
+"""Turn finished training runs into the paper-style ablation table (Markdown).
+
+    python scripts/ablation_table.py RUNS_DIR [--baseline ablate_baseline] [--out table.md]
+
+Every directory under RUNS_DIR (any depth) that holds ``metrics.json`` and ``.hydra/config.yaml`` is one run; runs
+are grouped by ``experiment_name`` and summarised over their seeds as mean ± sample std of ``val/AP``, ``val/AP50``
+and ``val/AP75`` (in AP points, ×100), with ΔAP against the baseline's mean. Given a folder of
+Hydra sweeps (e.g. ``multirun/``), the newest sweep is read. ``make ablations`` runs
+``python -m vistr_lit.train --multirun '+experiment=glob(ablate_*)' seed=1,2`` and then this script on ``multirun``.
+"""
+
+import argparse
+import json
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import yaml
+
+COLUMNS = ("val/AP", "val/AP50", "val/AP75")
+POINTS = 100.0  # fractions -> AP points
+
+
+def latest_sweep(root: Path) -> Path:
+    """``root`` itself when it is one sweep (or plain runs); else its newest Hydra sweep folder (holds multirun.yaml)."""
+    if (root / "multirun.yaml").is_file():
+        return root
+    sweeps = sorted(p.parent for p in root.glob("*/multirun.yaml"))
+    return sweeps[-1] if sweeps else root
+
+
+def read_runs(root: Path) -> dict[str, list[dict]]:
+    """experiment_name -> list of {"seed", "metrics", "dir"}; raises on a run with an unreadable or partial file."""
+    runs: dict[str, list[dict]] = defaultdict(list)
+    for metrics_file in sorted(root.rglob("metrics.json")):
+        run_dir = metrics_file.parent
+        config_file = run_dir / ".hydra" / "config.yaml"
+        if not config_file.is_file():
+            raise FileNotFoundError(f"{run_dir}: metrics.json without .hydra/config.yaml (not a vistr_lit.train run?)")
+        config = yaml.safe_load(config_file.read_text())
+        metrics = json.loads(metrics_file.read_text())
+        for key in ("experiment_name", "seed"):
+            if key not in config:
+                raise KeyError(f"{config_file}: no {key!r}")
+        missing = [c for c in COLUMNS if c not in metrics]
+        if missing:
+            raise KeyError(f"{metrics_file}: missing {missing} (keys: {sorted(metrics)})")
+        runs[config["experiment_name"]].append({"seed": config["seed"], "metrics": metrics, "dir": run_dir})
+    return runs
+
+
+def mean_std(values: list[float]) -> tuple[float, float | None]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
+
+
+def format_cell(values: list[float]) -> str:
+    mean, std = mean_std([v * POINTS for v in values])
+    return f"{mean:.1f}" if std is None else f"{mean:.1f} ± {std:.1f}"
+
+
+def ablation_table(runs: dict[str, list[dict]], baseline: str) -> str:
+    """Markdown: baseline first, then the other experiments by name; ΔAP = mean AP − baseline mean AP."""
+    if baseline not in runs:
+        raise KeyError(f"baseline experiment {baseline!r} has no finished run (found: {sorted(runs)})")
+    base_ap = mean_std([r["metrics"]["val/AP"] * POINTS for r in runs[baseline]])[0]
+    header = "| experiment | seeds | AP | ΔAP | AP50 | AP75 |"
+    lines = [header, "|---|---|---|---|---|---|"]
+    for name in [baseline] + sorted(set(runs) - {baseline}):
+        group = runs[name]
+        seeds = ",".join(str(s) for s in sorted(r["seed"] for r in group))
+        cells = {c: format_cell([r["metrics"][c] for r in group]) for c in COLUMNS}
+        ap = mean_std([r["metrics"]["val/AP"] * POINTS for r in group])[0]
+        delta = "—" if name == baseline else f"{ap - base_ap:+.1f}"
+        lines.append(
+            f"| {name} | {seeds} | {cells['val/AP']} | {delta} | {cells['val/AP50']} | {cells['val/AP75']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs_dir", type=Path, help="a multirun directory (or any folder of training runs)")
+    parser.add_argument("--baseline", default="ablate_baseline", help="experiment_name of the reference row")
+    parser.add_argument("--out", type=Path, default=None, help="also write the table to this file")
+    args = parser.parse_args(argv)
+    if not args.runs_dir.is_dir():
+        parser.error(f"{args.runs_dir} is not a directory")
+    sweep = latest_sweep(args.runs_dir)
+    print(f"runs from {sweep}", file=sys.stderr)
+    runs = read_runs(sweep)
+    if not runs:
+        parser.error(f"no finished run (metrics.json) under {args.runs_dir}")
+    table = ablation_table(runs, args.baseline)
+    print(table, end="")
+    if args.out is not None:
+        args.out.write_text(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,216 @@
+"""VisTRLitModule: the VisTR network, its set criterion and whole-video validation as a LightningModule.
+
+Everything is built from plain hyper-parameters (dicts of constructor arguments and the dataset's categories), so
+``VisTRLitModule.load_from_checkpoint(path, map_location="cpu")`` needs nothing else. Training consumes the batches
+of ``collate_clips`` (clips of T frames); validation consumes whole videos of any length, runs them through the
+``VideoPredictor`` (windows of T frames stitched into tracks) and scores the tracks with ``YTVISVideoAP``.
+"""
+
+import math
+import random
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch import Tensor
+
+from vistr_lit.evaluation import YTVISVideoAP
+from vistr_lit.inference import VideoPredictor
+from vistr_lit.models import build_vistr
+from vistr_lit.models.criterion import SetCriterion
+from vistr_lit.models.matcher import HungarianMatcher
+from vistr_lit.models.postprocess import PostProcessVideo
+
+SCHEDULES = ("step", "cosine")
+LOSS_NAMES = ("loss_ce", "loss_bbox", "loss_giou", "loss_mask", "loss_dice")
+RNG_STATE_KEY = "vistr_rng_states"
+
+
+class NonFiniteLossError(RuntimeError):
+    """Raised by the entry point when training stopped on a non-finite loss."""
+
+
+def loss_weights(criterion: dict, num_aux_layers: int) -> dict[str, float]:
+    """DETR-style ``weight_dict``: ``loss_ce`` .. ``loss_dice`` and the same weights for aux layer ``_{i}``."""
+    base = {
+        "loss_ce": criterion["ce_weight"],
+        "loss_bbox": criterion["bbox_weight"],
+        "loss_giou": criterion["giou_weight"],
+        "loss_mask": criterion["mask_weight"],
+        "loss_dice": criterion["dice_weight"],
+    }
+    weights = dict(base)
+    for i in range(num_aux_layers):
+        weights.update({f"{name}_{i}": w for name, w in base.items()})
+    return weights
+
+
+class VisTRLitModule(L.LightningModule):
+    """VisTR training and whole-video validation.
+
+    Args:
+        net: ``build_vistr`` keyword arguments except ``num_classes`` (taken from ``category_ids``).
+        matcher: ``HungarianMatcher`` keyword arguments (``mode``, cost weights).
+        criterion: ``eos_coef``, ``{ce,bbox,giou,mask,dice}_weight``, ``mask_loss_resolution``, ``normalizer``.
+        optim: ``lr``, ``lr_backbone``, ``weight_decay``, ``schedule`` (step | cosine), ``lr_drop`` (epochs),
+            ``gamma``, ``warmup_steps``.
+        postprocess: ``PostProcessVideo`` keyword arguments.
+        predictor: ``VideoPredictor`` keyword arguments (``overlap``, ``match_iou``, ``first_window_only``).
+        category_ids: the dataset's category ids, in contiguous class-index order (K of them).
+        category_names: their names, same order.
+    """
+
+    def __init__(
+        self,
+        net: dict,
+        matcher: dict,
+        criterion: dict,
+        optim: dict,
+        postprocess: dict,
+        predictor: dict,
+        category_ids: list[int],
+        category_names: list[str],
+    ) -> None:
+        super().__init__()
+        if len(category_ids) != len(category_names):
+            raise ValueError(
+                f"category_ids ({len(category_ids)}) and category_names ({len(category_names)}) differ in length"
+            )
+        if optim["schedule"] not in SCHEDULES:
+            raise ValueError(f"optim.schedule must be one of {SCHEDULES}, got {optim['schedule']!r}")
+        self.save_hyperparameters()
+        self.model = build_vistr(num_classes=len(category_ids), **net)
+        num_aux_layers = net.get("dec_layers", 6) - 1 if net.get("aux_loss", True) else 0
+        self.criterion = SetCriterion(
+            num_classes=len(category_ids),
+            matcher=HungarianMatcher(**matcher),
+            weight_dict=loss_weights(criterion, num_aux_layers),
+            eos_coef=criterion["eos_coef"],
+            mask_loss_resolution=criterion["mask_loss_resolution"],
+            normalizer=criterion["normalizer"],
+        )
+        self.postprocess = PostProcessVideo(**postprocess)
+        self.predictor = VideoPredictor(self.model, self.postprocess, **predictor)
+        self.val_metric: YTVISVideoAP | None = None  # needs the validation ground truth: see `setup`
+        self.val_results: list[dict] = []  # this rank's results entries of the last validation
+        self.nonfinite_message: str | None = None
+
+    # ------------------------------------------------------------------ set-up
+    def setup(self, stage: str) -> None:
+        if stage in ("fit", "validate") and self.val_metric is None:
+            datamodule = self.trainer.datamodule
+            if datamodule is None:
+                raise ValueError("VisTRLitModule validation needs a datamodule that provides the ground truth")
+            self.val_metric = YTVISVideoAP(datamodule.val_gt)
+
+    # ------------------------------------------------------------------ training
+    def forward(self, frames: Tensor, pad_mask: Tensor | None = None) -> dict:
+        """frames ``[B, T, 3, H, W]``, pad_mask ``[B, H, W]`` → the VisTR output dict (docs/interfaces.md)."""
+        return self.model(frames, pad_mask)
+
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor | None:
+        """batch: ``frames [B, T, 3, Hp, Wp]``, ``pad_mask [B, Hp, Wp]``, ``targets`` (B dicts)."""
+        batch_size = batch["frames"].shape[0]
+        outputs = self.model(batch["frames"], batch["pad_mask"])
+        losses = self.criterion(outputs, batch["targets"])
+        loss = self.criterion.weighted_total(losses)
+        if self._any_rank_nonfinite(loss):
+            detail = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items() if k in LOSS_NAMES)
+            self.nonfinite_message = (
+                f"non-finite loss at epoch {self.current_epoch}, global step {self.global_step} "
+                f"(batch {batch_idx}; this rank: total={loss.item():.4g}, {detail}); training stopped before "
+                "this step's update, so the weights and last checkpoint are the last good ones"
+            )
+            self.print(f"ERROR: {self.nonfinite_message}")
+            self.trainer.should_stop = True
+            return None  # skips backward and the optimizer step on every rank
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
+        self.log_dict({f"train/{k}": v.detach() for k, v in losses.items()}, batch_size=batch_size)
+        return loss
+
+    def _any_rank_nonfinite(self, loss: Tensor) -> bool:
+        bad = not bool(torch.isfinite(loss.detach()))
+        return bool(self.trainer.strategy.reduce_boolean_decision(bad, all=False))
+
+    # ------------------------------------------------------------------ validation
+    def on_validation_epoch_start(self) -> None:
+        self.val_metric.reset()
+        self.val_results = []
+
+    def validation_step(self, batch: list[dict], batch_idx: int) -> dict:
+        """batch: whole videos, each ``frames [V, 3, H, W]``, ``video_id``, ``orig_size`` (height, width), ...
+
+        Returns ``{"videos": batch, "tracks": list (per video) of Track lists}`` for callbacks (overlays).
+        """
+        video_ids, results, tracks_per_video = [], [], []
+        for video in batch:
+            tracks = self.predictor.predict_video(video["frames"], tuple(int(s) for s in video["orig_size"]))
+            video_id = int(video["video_id"])
+            video_ids.append(video_id)
+            results.extend(track.to_result(video_id, self.hparams.category_ids) for track in tracks)
+            tracks_per_video.append(tracks)
+        self.val_metric.update(video_ids, results)
+        self.val_results.extend(results)
+        return {"videos": batch, "tracks": tracks_per_video}
+
+    def on_validation_epoch_end(self) -> None:
+        stats = self.val_metric.compute()
+        # The metric has gathered every rank's videos already: the values are identical on all ranks.
+        self.log_dict({f"val/{k}": torch.as_tensor(v, dtype=torch.float32) for k, v in stats.items()})
+
+    # ------------------------------------------------------------------ optimisation
+    def configure_optimizers(self) -> dict:
+        """AdamW with two groups (backbone at ``lr_backbone``, the rest at ``lr``), warm-up, step or cosine decay."""
+        optim = self.hparams.optim
+        backbone, rest = [], []
+        for name, param in self.model.named_parameters():
+            if param.requires_grad:
+                (backbone if name.startswith("backbone.") else rest).append(param)
+        groups = [
+            {"params": rest, "lr": optim["lr"], "name": "transformer_heads"},
+            {"params": backbone, "lr": optim["lr_backbone"], "name": "backbone"},
+        ]
+        optimizer = torch.optim.AdamW(
+            [g for g in groups if g["params"]], lr=optim["lr"], weight_decay=optim["weight_decay"]
+        )
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def _lr_factor(self, step: int) -> float:
+        """Multiplier of the base learning rates after ``step`` optimizer steps."""
+        optim = self.hparams.optim
+        warmup = optim["warmup_steps"]
+        factor = min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
+        if optim["schedule"] == "step":
+            return factor * optim["gamma"] ** (self.trainer.current_epoch // optim["lr_drop"])
+        total = max(1, int(self.trainer.estimated_stepping_batches) - warmup)
+        progress = min(1.0, max(0, step - warmup) / total)
+        return factor * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    # ------------------------------------------------------------------ exact resumption
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Lightning does not store the global RNG states; without them a resumed run draws other clips/augmentations.
+        checkpoint[RNG_STATE_KEY] = {
+            "torch": torch.get_rng_state(),
+            "numpy": _numpy_state_to_plain(np.random.get_state()),
+            "python": random.getstate(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        states = checkpoint.get(RNG_STATE_KEY)
+        if states is not None and self._trainer is not None and self.trainer.state.fn == "fit":
+            torch.set_rng_state(states["torch"])
+            np.random.set_state(_numpy_state_from_plain(states["numpy"]))
+            random.setstate(states["python"])
+
+
+def _numpy_state_to_plain(state: tuple) -> tuple:
+    """numpy's MT19937 state with its key array as a tensor (loadable with ``torch.load(weights_only=True)``)."""
+    name, keys, pos, has_gauss, cached = state
+    return name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)
+
+
+def _numpy_state_from_plain(state: tuple) -> tuple:
+    name, keys, pos, has_gauss, cached = state
+    return name, keys.numpy().astype(np.uint32), pos, has_gauss, cached

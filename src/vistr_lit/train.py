@@ -1,0 +1,166 @@
+"""``python -m vistr_lit.train [+experiment=NAME] [key=value ...]``: train VisTR, then evaluate it.
+
+Each run's output directory holds ``.hydra/config.yaml`` (as composed), ``config_resolved.yaml`` (every
+interpolation resolved), ``checkpoints/`` (``last.ckpt`` and the best by ``val/AP``) and ``metrics.json`` (the final
+validation statistics, keys as logged, e.g. ``val/AP``, values as fractions).
+"""
+
+import json
+import logging
+import warnings
+from pathlib import Path
+
+import hydra
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor
+from lightning.pytorch.loggers import Logger, WandbLogger
+from omegaconf import DictConfig, OmegaConf
+
+from vistr_lit.lit_module import NonFiniteLossError, VisTRLitModule
+
+log = logging.getLogger(__name__)
+CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+METRICS_FILE = "metrics.json"
+RESOLVED_CONFIG_FILE = "config_resolved.yaml"
+
+
+def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
+    """The configured datamodule, prepared and set up so that its categories and ground truth are known."""
+    datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    return datamodule
+
+
+def build_module(cfg: DictConfig, datamodule: L.LightningDataModule) -> VisTRLitModule:
+    """VisTRLitModule from ``cfg.model`` and the datamodule's categories; ``model.init_from`` weights loaded."""
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    init_from = model_cfg.pop("init_from")
+    target = model_cfg.pop("_target_")
+    if target != "vistr_lit.lit_module.VisTRLitModule":
+        raise ValueError(f"model._target_ must be vistr_lit.lit_module.VisTRLitModule, got {target!r}")
+    category_map = datamodule.category_map
+    module = VisTRLitModule(
+        **model_cfg, category_ids=list(category_map.ids), category_names=list(category_map.names)
+    )
+    if init_from is not None:
+        from vistr_lit.convert_checkpoint import initialize_from
+
+        report = initialize_from(module, init_from)
+        log.info("initialized from %s: %s", init_from, report)
+    return module
+
+
+def build_callbacks(cfg: DictConfig, has_logger: bool) -> list[Callback]:
+    callbacks = []
+    for name, conf in (cfg.get("callbacks") or {}).items():
+        if conf is None:
+            continue
+        if "_target_" not in conf:
+            raise ValueError(f"callbacks.{name} has no _target_")
+        callback = hydra.utils.instantiate(conf, _convert_="all")
+        if isinstance(callback, LearningRateMonitor) and not has_logger:
+            log.info("callbacks.%s skipped: the run has no logger", name)
+            continue
+        callbacks.append(callback)
+    return callbacks
+
+
+def build_loggers(cfg: DictConfig) -> list[Logger]:
+    loggers = []
+    for name, conf in (cfg.get("logger") or {}).items():
+        if conf is None:
+            continue
+        if "_target_" not in conf:
+            raise ValueError(f"logger.{name} has no _target_")
+        loggers.append(hydra.utils.instantiate(conf, _convert_="all"))
+    if not loggers:
+        warnings.warn("this run has no logger (logger=none): only metrics.json records its results", stacklevel=2)
+    return loggers
+
+
+def build_trainer(cfg: DictConfig, callbacks: list[Callback], loggers: list[Logger]) -> L.Trainer:
+    return hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, _convert_="all")
+
+
+def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
+    """``last`` means this run directory's ``checkpoints/last.ckpt`` (resume with ``hydra.run.dir=<old run>``)."""
+    if ckpt_path is None:
+        return None
+    if ckpt_path == "last":
+        path = output_dir / "checkpoints" / "last.ckpt"
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"ckpt_path=last: no {path}; resume a run with hydra.run.dir=<its output dir> ckpt_path=last"
+            )
+        return str(path)
+    if not Path(ckpt_path).is_file():
+        raise FileNotFoundError(f"ckpt_path: no such checkpoint file {ckpt_path}")
+    return ckpt_path
+
+
+def write_run_config(cfg: DictConfig, output_dir: Path) -> None:
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / RESOLVED_CONFIG_FILE).write_text(OmegaConf.to_yaml(cfg, resolve=True))
+
+
+def validation_metrics(trainer: L.Trainer) -> dict[str, float]:
+    return {k: float(v) for k, v in sorted(trainer.callback_metrics.items()) if k.startswith("val/")}
+
+
+def finish_loggers(loggers: list[Logger]) -> None:
+    """Close W&B runs: the jobs of a multirun would otherwise merge into one run."""
+    if any(isinstance(lg, WandbLogger) for lg in loggers):
+        import wandb
+
+        wandb.finish()
+
+
+def run_training(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
+    """Train (``cfg.train``) and evaluate (``cfg.final_eval``); returns the final validation statistics."""
+    if cfg.num_threads is not None:
+        torch.set_num_threads(int(cfg.num_threads))
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule = build_datamodule(cfg)
+    module = build_module(cfg, datamodule)
+    loggers = build_loggers(cfg)
+    trainer = build_trainer(cfg, build_callbacks(cfg, has_logger=bool(loggers)), loggers)
+    if trainer.is_global_zero:
+        write_run_config(cfg, output_dir)
+    for lg in loggers:
+        lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    try:
+        if cfg.train:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg.ckpt_path, output_dir))
+            if module.nonfinite_message is not None:
+                last = output_dir / "checkpoints" / "last.ckpt"
+                kept = f"last good checkpoint: {last}" if last.is_file() else "no checkpoint had been saved yet"
+                raise NonFiniteLossError(f"{module.nonfinite_message}; {kept}")
+        metrics: dict[str, float] = {}
+        if cfg.final_eval:
+            ckpt = None
+            best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+            if cfg.eval_weights == "best" and best:
+                ckpt = best
+            elif cfg.eval_weights not in ("best", "last"):
+                raise ValueError(f"eval_weights must be best or last, got {cfg.eval_weights!r}")
+            trainer.validate(module, datamodule=datamodule, ckpt_path=ckpt, verbose=trainer.is_global_zero)
+            metrics = validation_metrics(trainer)
+            if trainer.is_global_zero:
+                (output_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
+                log.info("final validation (%s weights): %s", "best" if ckpt else "current", metrics)
+    finally:
+        finish_loggers(loggers)
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    output_dir = Path(hydra.core.hydra_config.HydraConfig.get().runtime.output_dir)
+    metrics = run_training(cfg, output_dir)
+    return metrics.get("val/AP")  # the objective of Hydra sweepers (e.g. Optuna)
+
+
+if __name__ == "__main__":
+    main()
