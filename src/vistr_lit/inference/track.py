@@ -7,12 +7,12 @@ import numpy as np
 from pycocotools import mask as mask_utils
 from torch import Tensor
 
+from vistr_lit.evaluation.results import encode_track
+
 
 def encode_mask(mask: Tensor) -> dict:
     """bool ``[height, width]`` → compressed RLE ``{"size": [height, width], "counts": str}`` (JSON-ready)."""
-    rle = mask_utils.encode(np.asfortranarray(mask.cpu().numpy().astype(np.uint8)))
-    rle["counts"] = rle["counts"].decode("ascii")
-    return rle
+    return encode_track(mask[None])[0]  # the evaluator's writer, one frame at a time (streaming)
 
 
 def decode_mask(rle: dict) -> np.ndarray:
