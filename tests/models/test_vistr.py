@@ -1,0 +1,174 @@
+"""The assembled VisTR network: shapes, padding invariance, determinism, variants, parameter counts."""
+
+import math
+
+import pytest
+import torch
+
+from vistr_lit.models import build_vistr
+
+TINY = dict(hidden_dim=48, nheads=4, enc_layers=1, dec_layers=2, dim_feedforward=64)
+# The original R50 model with its 41 classes (ids 1..40 + an unused index 0), T = 36, N = 10.
+ORIGINAL_R50_PARAMS = 57_116_129
+ORIGINAL_R50_TRAINABLE = 56_893_729
+
+
+def tiny_vistr(num_frames=3, num_instances=2, backbone="resnet10", num_classes=3, seed=0, **kwargs):
+    torch.manual_seed(seed)
+    args = {**TINY, **kwargs}
+    return build_vistr(num_classes, num_frames, num_instances, backbone=backbone, **args).eval()
+
+
+@pytest.mark.parametrize(
+    ("batch", "frames", "instances", "backbone", "size", "dilation"),
+    [
+        (1, 1, 1, "resnet10", (32, 32), False),
+        (2, 3, 2, "resnet18", (50, 70), False),
+        (1, 2, 3, "resnet50", (40, 64), True),
+    ],
+)
+def test_output_shapes(batch, frames, instances, backbone, size, dilation):
+    model = tiny_vistr(frames, instances, backbone, num_classes=5, dilation=dilation)
+    with torch.no_grad():
+        out = model(torch.randn(batch, frames, 3, *size))
+    queries = frames * instances
+    assert out["pred_logits"].shape == (batch, queries, 6)
+    assert out["pred_boxes"].shape == (batch, queries, 4)
+    assert out["pred_masks"].shape == (batch, queries, math.ceil(size[0] / 4), math.ceil(size[1] / 4))
+    assert ((out["pred_boxes"] > 0) & (out["pred_boxes"] < 1)).all()
+    assert len(out["aux_outputs"]) == TINY["dec_layers"] - 1
+    assert out["aux_outputs"][0]["pred_logits"].shape == (batch, queries, 6)
+    assert (model.num_frames, model.num_instances, model.num_classes) == (frames, instances, 5)
+
+
+def _pad_batch(clip_a, clip_b, size):
+    """Two clips ``[T, 3, h, w]`` zero-padded into ``[2, T, 3, *size]`` with their padding mask."""
+    frames = torch.zeros(2, clip_a.shape[0], 3, *size)
+    pad_mask = torch.ones(2, *size, dtype=torch.bool)
+    for b, clip in enumerate((clip_a, clip_b)):
+        frames[b, :, :, : clip.shape[-2], : clip.shape[-1]] = clip
+        pad_mask[b, : clip.shape[-2], : clip.shape[-1]] = False
+    return frames, pad_mask
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"mask_fusion": "concat", "temporal_fusion": "none"}])
+def test_padded_clip_predicts_like_the_clip_alone(kwargs):
+    model = tiny_vistr(**kwargs)
+    clip_a, clip_b = torch.randn(3, 3, 50, 70), torch.randn(3, 3, 96, 64)  # sizes not multiples of 32
+    frames, pad_mask = _pad_batch(clip_a, clip_b, (96, 96))
+    with torch.no_grad():
+        batched = model(frames, pad_mask)
+        for b, clip in enumerate((clip_a, clip_b)):
+            alone = model(clip[None])
+            h, w = alone["pred_masks"].shape[-2:]
+            torch.testing.assert_close(
+                batched["pred_logits"][b], alone["pred_logits"][0], atol=1e-5, rtol=1e-4
+            )
+            torch.testing.assert_close(batched["pred_boxes"][b], alone["pred_boxes"][0], atol=1e-5, rtol=1e-4)
+            torch.testing.assert_close(
+                batched["pred_masks"][b, :, :h, :w], alone["pred_masks"][0], atol=1e-4, rtol=1e-4
+            )
+        # without its mask the padded input must predict differently: the check above is not vacuous
+        unmasked = model(frames)
+    assert (unmasked["pred_logits"][0] - batched["pred_logits"][0]).abs().max() > 1e-3
+
+
+def test_eval_is_deterministic_and_train_uses_dropout():
+    model = tiny_vistr(dropout=0.5)
+    frames = torch.randn(1, 3, 3, 32, 48)
+    with torch.no_grad():
+        first, second = model(frames), model(frames)
+        for key in ("pred_logits", "pred_boxes", "pred_masks"):
+            assert torch.equal(first[key], second[key])
+        model.train()
+        assert not torch.equal(model(frames)["pred_logits"], model(frames)["pred_logits"])
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"enc_layers": 0},
+        {"enc_layers": 2, "dec_layers": 1},
+        {"mask_fusion": "concat"},
+        {"temporal_fusion": "none"},
+        {"aux_loss": False},
+        {"attention_dropout": 0.1},
+        {"trainable_stages": ()},
+    ],
+)
+def test_every_variant_builds_trains_and_runs(kwargs):
+    model = tiny_vistr(**kwargs).train()
+    out = model(torch.randn(2, 3, 3, 32, 32), torch.zeros(2, 32, 32, dtype=torch.bool))
+    assert out["pred_masks"].shape == (2, 6, 8, 8)
+    assert ("aux_outputs" in out) == kwargs.get("aux_loss", True)
+    loss = out["pred_logits"].sum() + out["pred_boxes"].sum() + out["pred_masks"].sum()
+    loss.backward()
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            assert param.grad is not None and torch.isfinite(param.grad).all(), name
+
+
+def test_temporal_fusion_modes_agree_on_one_frame():
+    """With T = 1 the dilated 3-D convs only use their centre frame tap: equal to per-frame convs."""
+    fused = tiny_vistr(num_frames=1, temporal_fusion="conv3d", seed=1)
+    per_frame = tiny_vistr(num_frames=1, temporal_fusion="none", seed=2)
+    state = fused.state_dict()
+    for key, value in per_frame.state_dict().items():
+        if value.shape != state[key].shape:  # Conv3d kernels [o, i, 3, 3, 3] -> centre frame [o, i, 1, 3, 3]
+            state[key] = state[key][:, :, 1:2]
+    per_frame.load_state_dict(state)
+    frames = torch.randn(1, 1, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(per_frame(frames)["pred_masks"], fused(frames)["pred_masks"])
+
+
+def test_frozen_stages_and_backbone_names():
+    model = tiny_vistr()
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    assert frozen and all(n.startswith(("backbone.body.conv1", "backbone.body.layer1.")) for n in frozen)
+    assert all(p.requires_grad for n, p in model.named_parameters() if not n.startswith("backbone."))
+    assert any(n.startswith("backbone.body.layer4.") for n, p in model.named_parameters() if p.requires_grad)
+
+
+def test_bf16_autocast_forward():
+    model = tiny_vistr()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(torch.randn(1, 3, 3, 32, 32))
+    assert all(torch.isfinite(out[k].float()).all() for k in ("pred_logits", "pred_boxes", "pred_masks"))
+
+
+def test_r50_has_the_original_parameter_count():
+    model = build_vistr(num_classes=41, num_frames=36, num_instances=10, backbone="resnet50")
+    params = list(model.named_parameters())
+    assert sum(p.numel() for _, p in params) == ORIGINAL_R50_PARAMS
+    assert sum(p.numel() for _, p in params if p.requires_grad) == ORIGINAL_R50_TRAINABLE
+    assert len(model.state_dict()) == 503
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"backbone": "resnet18", "dilation": True}, "BasicBlock"),
+        ({"backbone": "resnet7"}, "unknown backbone"),
+        ({"hidden_dim": 64, "nheads": 4}, "divisible by 6"),
+        ({"mask_fusion": "sum"}, "mask_fusion"),
+        ({"temporal_fusion": "lstm"}, "temporal_fusion"),
+        ({"trainable_stages": ("layer5",)}, "trainable_stages"),
+        ({"backbone": "resnet10", "pretrained_backbone": "IMAGENET1K_V1"}, "no published weights"),
+    ],
+)
+def test_bad_arguments_raise_clear_errors(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_vistr(**kwargs)
+
+
+def test_bad_inputs_raise_clear_errors():
+    model = tiny_vistr()
+    with pytest.raises(ValueError, match=r"frames must be \[B, 3, 3, H, W\]"):
+        model(torch.randn(1, 2, 3, 32, 32))
+    with pytest.raises(ValueError, match="pad_mask must be"):
+        model(torch.randn(1, 3, 3, 32, 32), torch.zeros(1, 16, 32, dtype=torch.bool))
+    holes = torch.zeros(1, 32, 32, dtype=torch.bool)
+    holes[0, 5, 5] = True
+    with pytest.raises(ValueError, match="not a bottom/right padding band"):
+        model(torch.randn(1, 3, 3, 32, 32), holes)
