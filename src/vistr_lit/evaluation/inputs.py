@@ -128,6 +128,7 @@ class GroundTruth:
     category_ids: list[int]  # sorted
     annotations: dict[int, list[dict]]  # video id -> its annotations, file order
     has_occlusion: bool
+    category_names: dict[int, str] = field(default_factory=dict)
     _tracks: dict[int, VideoTracks] = field(default_factory=dict, repr=False)
 
     def tracks(self, video_id: int) -> VideoTracks:
@@ -239,7 +240,8 @@ def load_ground_truth(source: dict | str | Path) -> GroundTruth:
                         f"{where}: occlusion[{f}] = {label!r} not in {list(OCCLUSION_SCORES)}"
                     )
         annotations.setdefault(vid, []).append(ann)
-    return GroundTruth(videos, sorted(category_ids), annotations, has_occlusion=bool(anns) and all(labelled))
+    names = {c["id"]: str(c.get("name", "")) for c in data["categories"]}
+    return GroundTruth(videos, sorted(category_ids), annotations, bool(anns) and all(labelled), names)
 
 
 def load_detections(
