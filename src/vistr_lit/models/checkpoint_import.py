@@ -228,7 +228,10 @@ def load_vistr_checkpoint(
                 f"{source}: the file has {num_logits.shape[0] - 2} categories, "
                 f"the model {model.num_classes}; pass category_ids to choose the file's categories to keep"
             )
-        sd, _ = convert_vistr_state_dict(sd, category_ids=category_ids, source=source)
+        num_instances = getattr(model, "num_instances", DEFAULT_NUM_INSTANCES)
+        sd, _ = convert_vistr_state_dict(
+            sd, category_ids=category_ids, num_instances=num_instances, source=source
+        )
     _raise_if_mismatched(source, *_mismatches(model, sd, ()))
     model.load_state_dict(sd, strict=True)
     return ImportReport(loaded=sorted(sd))
