@@ -1,0 +1,102 @@
+"""Building blocks: SDPA attention vs torch's, the 3-D sine encoding, padding helpers, backbone, mask head."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+from torchvision.ops import FrozenBatchNorm2d
+
+from vistr_lit.models.backbone import Backbone
+from vistr_lit.models.mask_head import MHAttentionMap
+from vistr_lit.models.padding import masked_group_norm, size_mask, valid_sizes
+from vistr_lit.models.position_encoding import PositionEmbeddingSine3D
+from vistr_lit.models.transformer import MultiheadAttention, Transformer
+
+
+def test_attention_matches_torch_multihead_attention():
+    torch.manual_seed(0)
+    ours, reference = MultiheadAttention(24, 4), nn.MultiheadAttention(24, 4, batch_first=True)
+    reference.load_state_dict(ours.state_dict())  # same parameter names
+    q, k, v = torch.randn(2, 5, 24), torch.randn(2, 7, 24), torch.randn(2, 7, 24)
+    key_padding_mask = torch.zeros(2, 7, dtype=torch.bool)
+    key_padding_mask[1, 4:] = True
+    expected, _ = reference(q, k, v, key_padding_mask=key_padding_mask, need_weights=False)
+    torch.testing.assert_close(ours(q, k, v, key_padding_mask), expected)
+
+
+def test_transformer_returns_every_decoder_layer_and_ignores_padded_tokens():
+    torch.manual_seed(0)
+    transformer = Transformer(24, 4, 2, 3, 32, dropout=0.0).eval()
+    src, pos, queries = torch.randn(1, 6, 24), torch.randn(1, 6, 24), torch.randn(5, 24)
+    hs, memory = transformer(src, pos, queries, None)
+    assert hs.shape == (3, 1, 5, 24) and memory.shape == (1, 6, 24)
+    padded_src = torch.cat([src, torch.randn(1, 4, 24)], dim=1)
+    padded_pos = torch.cat([pos, torch.randn(1, 4, 24)], dim=1)
+    mask = torch.tensor([[False] * 6 + [True] * 4])
+    hs_padded, memory_padded = transformer(padded_src, padded_pos, queries, mask)
+    torch.testing.assert_close(hs_padded, hs)
+    torch.testing.assert_close(memory_padded[:, :6], memory)
+
+
+def test_position_encoding_axes_and_normalization():
+    encoding = PositionEmbeddingSine3D(num_pos_feats=8)
+    pos = encoding(torch.zeros(1, 4, 3, 5, dtype=torch.bool))  # B T h w
+    assert pos.shape == (1, 4, 3, 5, 24)
+    t_block, y_block, x_block = pos[..., :8], pos[..., 8:16], pos[..., 16:]
+    assert torch.equal(t_block, t_block[:, :, :1, :1].expand_as(t_block))  # varies with t only
+    assert torch.equal(y_block, y_block[:, :1, :, :1].expand_as(y_block))
+    assert torch.equal(x_block, x_block[:, :1, :1, :].expand_as(x_block))
+    assert not torch.equal(t_block[:, 0], t_block[:, 1])
+    # last frame: normalized coordinate 2π -> sin(2π / 1) ~ 0, cos ~ 1 for the first frequency
+    torch.testing.assert_close(t_block[0, -1, 0, 0, :2], torch.tensor([0.0, 1.0]), atol=1e-4, rtol=0)
+    # padding: the valid region's encoding equals the unpadded clip's
+    mask = torch.zeros(1, 4, 6, 7, dtype=torch.bool)
+    mask[..., 3:, :] = True
+    mask[..., :, 5:] = True
+    torch.testing.assert_close(encoding(mask)[:, :, :3, :5], pos)
+
+
+def test_valid_sizes_and_size_mask_roundtrip():
+    sizes = torch.tensor([[5, 7], [3, 2]])
+    mask = size_mask(sizes, 6, 8)
+    assert mask.shape == (2, 6, 8) and (~mask[0]).sum() == 35 and (~mask[1]).sum() == 6
+    assert torch.equal(valid_sizes(mask), sizes)
+    with pytest.raises(ValueError, match=r"element\(s\) \[0\]"):
+        valid_sizes(torch.ones(1, 4, 4, dtype=torch.bool))
+
+
+def test_masked_group_norm_uses_the_valid_region_only():
+    torch.manual_seed(0)
+    norm = nn.GroupNorm(2, 4)
+    nn.init.normal_(norm.weight)
+    nn.init.normal_(norm.bias)
+    x = torch.randn(1, 4, 6, 8)
+    torch.testing.assert_close(masked_group_norm(x, norm, torch.ones(1, 1, 6, 8)), norm(x))
+    keep = (~size_mask(torch.tensor([[4, 5]]), 6, 8)).float()[:, None]
+    torch.testing.assert_close(masked_group_norm(x, norm, keep)[..., :4, :5], norm(x[..., :4, :5]))
+
+
+@pytest.mark.parametrize(
+    ("name", "channels"), [("resnet10", [64, 128, 256, 512]), ("resnet50", [256, 512, 1024, 2048])]
+)
+def test_backbone_levels(name, channels):
+    backbone = Backbone(name, dilation=name == "resnet50")
+    features = backbone(torch.randn(2, 3, 50, 70))
+    assert [f.shape[1] for f in features] == channels == backbone.num_channels
+    assert [f.shape[-2:] for f in features] == [
+        (math.ceil(50 / s), math.ceil(70 / s)) for s in backbone.strides
+    ]
+    assert backbone.strides == ([4, 8, 16, 16] if name == "resnet50" else [4, 8, 16, 32])
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in backbone.modules())
+    assert any(isinstance(m, FrozenBatchNorm2d) for m in backbone.modules())
+
+
+def test_attention_maps_normalize_over_heads_and_valid_pixels():
+    torch.manual_seed(0)
+    attention = MHAttentionMap(16, 16, 4)
+    mask = size_mask(torch.tensor([[2, 3]]), 4, 5)
+    maps = attention(torch.randn(1, 3, 16), torch.randn(1, 16, 4, 5), mask)
+    assert maps.shape == (1, 3, 4, 4, 5)
+    torch.testing.assert_close(maps.sum(dim=(2, 3, 4)), torch.ones(1, 3))
+    assert (maps[..., 2:, :] == 0).all() and (maps[..., 3:] == 0).all()
