@@ -1,0 +1,78 @@
+"""Transforms: geometry shared by every frame and mask of a clip, colour drawn per frame, normalization."""
+
+import pytest
+import torch
+
+from vistr_lit.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_eval_transform, build_train_transform
+
+
+def ramp_clip(T=4, H=30, W=40):
+    """Identical frames with a horizontal ramp (so a flip is visible) and one mask per frame on the left."""
+    frame = torch.linspace(0, 255, W).to(torch.uint8).expand(3, H, W)
+    frames = frame.unsqueeze(0).repeat(T, 1, 1, 1).contiguous()
+    masks = torch.zeros((1, T, H, W), dtype=torch.bool)
+    masks[0, :, 5:15, 2:12] = True
+    return frames, masks
+
+
+def test_geometry_is_drawn_once_per_clip():
+    frames, masks = ramp_clip()
+    transform = build_train_transform(
+        scales=[20, 25, 30],
+        max_size=60,
+        crop_prescales=[32, 36],
+        crop_size=(18, 28),
+        hflip_prob=0.5,
+        photometric_prob=0,
+    )
+    flipped = 0
+    for seed in range(30):
+        torch.manual_seed(seed)
+        out, out_masks = transform(frames, masks)
+        assert all(torch.equal(out[0], out[t]) for t in range(1, 4))
+        assert all(torch.equal(out_masks[:, 0], out_masks[:, t]) for t in range(1, 4))
+        assert out.shape[-2:] == out_masks.shape[-2:] and min(out.shape[-2:]) in (20, 25, 30)
+        flipped += bool(out[0, 0, 0, 0] > out[0, 0, 0, -1])
+    assert 0 < flipped < 30
+
+
+def test_photometric_is_drawn_per_frame():
+    frames, masks = ramp_clip(T=6)
+    transform = build_train_transform(
+        scales=[], crop_prescales=None, crop_size=None, hflip_prob=0, photometric_prob=1.0
+    )
+    torch.manual_seed(0)
+    out, out_masks = transform(frames, masks)
+    assert not all(torch.allclose(out[0], out[t]) for t in range(1, 6))
+    assert torch.equal(out_masks, masks)
+
+
+def test_normalization_and_eval_resize():
+    frames = torch.full((2, 3, 30, 60), 255, dtype=torch.uint8)
+    out, out_masks = build_eval_transform(20, 30)(frames, torch.zeros((0, 2, 30, 60), dtype=torch.bool))
+    assert out.shape == (2, 3, 15, 30)  # the max size binds: long side 30
+    assert out_masks.shape == (0, 2, 15, 30)
+    expected = (1 - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD)
+    assert torch.allclose(out[0, :, 0, 0], expected, atol=1e-5)
+    out, _ = build_eval_transform(20)(frames, torch.zeros((0, 2, 30, 60), dtype=torch.bool))
+    assert out.shape[-2:] == (20, 40)
+
+
+def test_paper_scales_give_short_side_300_at_most_540():
+    frames = torch.zeros((2, 3, 360, 640), dtype=torch.uint8)
+    masks = torch.zeros((1, 2, 360, 640), dtype=torch.bool)
+    transform = build_train_transform()
+    for seed in range(5):
+        torch.manual_seed(seed)
+        out, _ = transform(frames, masks)
+        assert min(out.shape[-2:]) == 300 and max(out.shape[-2:]) <= 540
+
+
+def test_bad_inputs_are_rejected():
+    transform = build_eval_transform(20)
+    with pytest.raises(ValueError, match="uint8"):
+        transform(torch.zeros(2, 3, 8, 8), torch.zeros(0, 2, 8, 8))
+    with pytest.raises(ValueError, match="masks must be"):
+        transform(torch.zeros(2, 3, 8, 8, dtype=torch.uint8), torch.zeros(1, 3, 8, 8))
+    with pytest.raises(ValueError, match="crop_size"):
+        build_train_transform(crop_size=(10,))
