@@ -1,29 +1,29 @@
 """A constructed case for inference: coloured squares drifting across a video; a fake VisTR that "sees" them.
 
 Object c is drawn in colour channel c. The fake model returns, for each clip, object c in instance slot
-``(c + shift) % N`` with ``shift`` drawn from the clip's content, so slot indices change between windows and
+``(c + shift) % N`` with ``shift`` taken from the clip's content, so slot indices change between windows and
 identity across windows can only come from stitching.
 """
 
-import pytest
 import torch
 from torch import Tensor, nn
 
 from vistr_lit.models.postprocess import MASK_STRIDE
 
 NUM_OBJECTS = 3  # one per colour channel
-SQUARE = 12
+SQUARE = 16  # side of a square, a multiple of the mask stride so that masks upsample exactly
+STEP = 4  # pixels moved per frame
 
 
 def drifting_squares(num_frames: int, height: int = 48, width: int = 64) -> Tensor:
-    """uint8 ``[V, 3, H, W]``: square c moves right one pixel per frame, bouncing off the edges."""
+    """uint8 ``[V, 3, H, W]``: square c (rows ``16c .. 16c+15``) moves right 4 px per frame, bouncing back."""
     frames = torch.zeros(num_frames, 3, height, width, dtype=torch.uint8)
-    span = width - SQUARE
+    span = (width - SQUARE) // STEP
     for v in range(num_frames):
         for c in range(NUM_OBJECTS):
-            step = (v + 7 * c) % (2 * span)
-            x = step if step < span else 2 * span - step
-            y = 2 + c * (height - SQUARE - 4) // (NUM_OBJECTS - 1)
+            step = (v + 3 * c) % (2 * span)
+            x = STEP * (step if step < span else 2 * span - step)
+            y = c * (height - SQUARE) // (NUM_OBJECTS - 1)
             frames[v, c, y : y + SQUARE, x : x + SQUARE] = 255
     return frames
 
@@ -36,6 +36,11 @@ class FakeVisTR(nn.Module):
         self.num_frames, self.num_instances, self.num_classes = num_frames, num_instances, num_classes
         self.anchor = nn.Parameter(torch.zeros(()))  # gives the module a device
         self.calls = 0
+
+    def slot_shift(self, clip: Tensor) -> int:
+        """Slot offset of a clip ``[T, 3, H, W]``: the first column of object 0 in its first frame, mod N."""
+        columns = clip[0, 0].any(dim=0).nonzero().flatten()
+        return int(columns[0]) % self.num_instances if len(columns) else 0
 
     def forward(self, frames: Tensor, pad_mask: Tensor | None = None) -> dict[str, Tensor]:
         B, T, _, H, W = frames.shape
@@ -50,7 +55,7 @@ class FakeVisTR(nn.Module):
         )  # (B·T) x 3 x h x w
         small = small.view(B, T, 3, h, w)
         for b in range(B):
-            shift = int(frames[b].abs().sum().item() * 1000) % N
+            shift = self.slot_shift(frames[b])
             for c in range(NUM_OBJECTS):
                 slot = (c + shift) % N
                 logits[b, :, slot, :] = -5.0
@@ -62,8 +67,3 @@ class FakeVisTR(nn.Module):
             "pred_masks": masks.view(B, T * N, h, w),
             "aux_outputs": [],
         }
-
-
-@pytest.fixture
-def fake_model():
-    return FakeVisTR(num_frames=6)
