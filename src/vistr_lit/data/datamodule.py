@@ -183,10 +183,10 @@ class YTVISDataModule(L.LightningDataModule):
         return YTVISVideoDataset(self._val_data, self._val_frames, self.eval_transform)
 
     def _world(self) -> tuple[int, int]:
-        trainer = self._trainer if hasattr(self, "_trainer") else None
-        if trainer is None:
+        """(world size, global rank) of the attached Trainer, (1, 0) without one."""
+        if self.trainer is None:
             return 1, 0
-        return trainer.world_size, trainer.global_rank
+        return self.trainer.world_size, self.trainer.global_rank
 
     def _loader(self, dataset, batch_size: int, sampler: Sampler, collate_fn) -> DataLoader:
         workers = self.hparams.num_workers

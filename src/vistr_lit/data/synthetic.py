@@ -32,7 +32,7 @@ class SynthvisConfig:
 
     train_videos: int = 150
     valid_videos: int = 30
-    min_length: int = 6
+    min_length: int = 4
     max_length: int = 30
     sizes: tuple[tuple[int, int], ...] = ((96, 128), (112, 160), (128, 128), (144, 176))
     min_objects: int = 1
