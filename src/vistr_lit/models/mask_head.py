@@ -101,23 +101,46 @@ class MaskHeadSmallConv(nn.Module):
                     nn.init.zeros_(m.bias)
         nn.init.zeros_(self.conv_offset.weight)  # offsets start at 0: the DCN begins as a plain conv
 
-    def forward(self, x: Tensor, fpns: Sequence[Tensor], sizes: Tensor | None, num_instances: int) -> Tensor:
-        """Args:
-            x: ``[B·T·N, dim, h, w]`` per (frame, instance) input at the layer4 stride.
+    def forward(
+        self,
+        memory: Tensor,
+        instance: Tensor,
+        fpns: Sequence[Tensor],
+        sizes: Tensor | None,
+        num_instances: int,
+    ) -> Tensor:
+        """Mask features of every (frame, instance) pair.
+
+        The head's input is ``cat([memory, instance])`` per pair (memory first, as the original); since
+        ``lay1`` is linear, its memory part is computed once per frame and shared by the N instances.
+
+        Args:
+            memory: ``[B·T, C, h, w]`` each frame's encoder memory at the layer4 stride.
+            instance: ``[B·T·N, dim - C, h, w]`` per-instance maps (attention maps or broadcast embedding).
             fpns: layer3, layer2, layer1 features, each ``[B·T, C_l, h_l, w_l]`` (shared by the N instances).
             sizes: int64 ``[B, 2]`` valid (height, width) of each clip, or None (no padding).
             num_instances: N.
         Returns:
             ``[B·T·N, C/16, h_1, w_1]`` mask features at the layer1 stride.
         """
-        repeats = x.shape[0] // (1 if sizes is None else sizes.shape[0])
+        clips = 1 if sizes is None else sizes.shape[0]
 
         def keep(t: Tensor, stride: int) -> Tensor | None:
             level_sizes = None if sizes is None else downscale(sizes, stride)
-            return keep_mask(level_sizes, t.shape[-2], t.shape[-1], repeats, t.dtype)
+            return keep_mask(level_sizes, t.shape[-2], t.shape[-1], t.shape[0] // clips, t.dtype)
 
-        k = keep(x, self.strides[0])
-        x = F.relu(masked_group_norm(self.lay1(zero_padding(x, k)), self.gn1, k))
+        channels = memory.shape[1]
+        weight, padding = self.lay1.weight, self.lay1.padding
+        shared = F.conv2d(
+            zero_padding(memory, keep(memory, self.strides[0])),
+            weight[:, :channels],
+            self.lay1.bias,
+            padding=padding,
+        )
+        k = keep(instance, self.strides[0])
+        own = F.conv2d(zero_padding(instance, k), weight[:, channels:], None, padding=padding)
+        x = (shared[:, None] + own.unflatten(0, (-1, num_instances))).flatten(0, 1)  # B·T·N x dim x h x w
+        x = F.relu(masked_group_norm(x, self.gn1, k))
         x = F.relu(masked_group_norm(self.lay2(zero_padding(x, k)), self.gn2, k))
         layers = (
             (self.adapter1, self.lay3, self.gn3),

@@ -150,15 +150,16 @@ class VisTR(nn.Module):
         frame_queries = queries.unflatten(1, (num_frames, n)).flatten(0, 1)  # B·T x N x C
         # B x T·h·w x C -> B·T x C x h x w
         frame_memory = memory.unflatten(1, (num_frames, h, w)).permute(0, 1, 4, 2, 3).flatten(0, 1)
-        per_instance = frame_memory[:, None].expand(-1, n, -1, -1, -1)  # B·T x N x C x h x w
         if self.bbox_attention is not None:
             frame_mask = None if mask is None else mask.repeat_interleave(num_frames, dim=0)
-            fused = self.bbox_attention(frame_queries, frame_memory, frame_mask)  # B·T x N x heads x h x w
+            maps = self.bbox_attention(frame_queries, frame_memory, frame_mask)  # B·T x N x heads x h x w
         else:
-            fused = frame_queries[..., None, None].expand(-1, -1, -1, h, w)  # B·T x N x C x h x w
-        x = torch.cat([per_instance, fused.to(per_instance.dtype)], dim=2).flatten(0, 1)  # B·T·N x C' x h x w
+            maps = frame_queries[..., None, None].expand(-1, -1, -1, h, w)  # B·T x N x C x h x w
         fpns = [features[2], features[1], features[0]]
-        mask_features = self.mask_head(x, fpns, sizes, n)  # B·T·N x c x h_1 x w_1
+        # B·T·N x c x h_1 x w_1
+        mask_features = self.mask_head(
+            frame_memory, maps.flatten(0, 1).to(frame_memory.dtype), fpns, sizes, n
+        )
         # B·T·N x c x h_1 x w_1 -> B·N x c x T x h_1 x w_1
         sequences = mask_features.unflatten(0, (batch, num_frames, n)).permute(0, 2, 3, 1, 4, 5).flatten(0, 1)
         h1, w1 = sequences.shape[-2:]
