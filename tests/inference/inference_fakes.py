@@ -39,7 +39,7 @@ class FakeVisTR(nn.Module):
 
     def slot_shift(self, clip: Tensor) -> int:
         """Slot offset of a clip ``[T, 3, H, W]``: the first column of object 0 in its first frame, mod N."""
-        columns = clip[0, 0].any(dim=0).nonzero().flatten()
+        columns = (clip[0, 0] > 0).any(dim=0).nonzero().flatten()
         return int(columns[0]) % self.num_instances if len(columns) else 0
 
     def forward(self, frames: Tensor, pad_mask: Tensor | None = None) -> dict[str, Tensor]:
