@@ -76,3 +76,35 @@ def test_bad_inputs_are_rejected():
         transform(torch.zeros(2, 3, 8, 8, dtype=torch.uint8), torch.zeros(1, 3, 8, 8))
     with pytest.raises(ValueError, match="crop_size"):
         build_train_transform(crop_size=(10,))
+
+
+def test_crop_window_is_measured_on_the_prescaled_frame():
+    """Prescale 400 on a 720-row frame: crop heights 384..400 there are 691..720 rows of the frame itself."""
+    from torchvision import tv_tensors
+
+    from vistr_lit.data.transforms import RandomSizeCrop
+
+    frames = tv_tensors.Video(torch.zeros((1, 3, 720, 1280), dtype=torch.uint8))
+    crop = RandomSizeCrop(384, 600, prescales=[400])
+    heights, widths = set(), set()
+    for seed in range(30):
+        torch.manual_seed(seed)
+        out = crop(frames)
+        heights.add(out.shape[-2])
+        widths.add(out.shape[-1])
+    assert min(heights) >= 384 * 720 / 400 - 1 and max(heights) <= 720
+    assert min(widths) >= 384 * 720 / 400 - 1 and max(widths) <= 600 * 720 / 400 + 1
+    assert len(widths) > 10
+    torch.manual_seed(0)
+    plain = RandomSizeCrop(384, 600)(frames)  # no prescale: measured on the frame itself
+    assert 384 <= plain.shape[-2] <= 600 and 384 <= plain.shape[-1] <= 600
+
+
+def test_crop_without_final_resize_happens_at_the_prescaled_size():
+    frames = torch.zeros((2, 3, 72, 128), dtype=torch.uint8)
+    masks = torch.zeros((1, 2, 72, 128), dtype=torch.bool)
+    transform = build_train_transform(
+        scales=[], crop_prescales=[40], crop_size=(30, 50), hflip_prob=0, photometric_prob=0
+    )
+    out, out_masks = transform(frames, masks)
+    assert 30 <= out.shape[-2] <= 40 and 30 <= out.shape[-1] <= 50 and out_masks.shape[-2:] == out.shape[-2:]

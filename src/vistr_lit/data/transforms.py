@@ -24,15 +24,19 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 class RandomSizeCrop(v2.Transform):
     """Crop a random ``h x w`` window, h and w each uniform in ``[min_size, min(side, max_size)]``.
 
-    The original VisTR/DETR ``RandomSizeCrop``; a side shorter than ``min_size`` is kept whole.
+    The original VisTR/DETR ``RandomSizeCrop``; a side shorter than ``min_size`` is kept whole. With
+    ``prescales``, the window is drawn as if the frame had first been resized to a short side drawn from
+    ``prescales`` (the original's ``RandomResize([400, 500, 600])`` before the crop) and is cut from the
+    frame at its own resolution: the same geometry without the intermediate resize (a final resize follows).
     """
 
-    def __init__(self, min_size: int, max_size: int):
+    def __init__(self, min_size: int, max_size: int, prescales: Sequence[int] | None = None):
         super().__init__()
         if not 0 < min_size <= max_size:
             raise ValueError(f"RandomSizeCrop needs 0 < min_size <= max_size, got {min_size}, {max_size}")
         self.min_size = min_size
         self.max_size = max_size
+        self.prescales = [int(s) for s in prescales] if prescales else []
 
     def _draw(self, side: int) -> int:
         low, high = min(self.min_size, side), min(self.max_size, side)
@@ -40,9 +44,18 @@ class RandomSizeCrop(v2.Transform):
 
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
         height, width = query_size(flat_inputs)
-        crop_h, crop_w = self._draw(height), self._draw(width)
-        top = int(torch.randint(0, height - crop_h + 1, ()).item())
-        left = int(torch.randint(0, width - crop_w + 1, ()).item())
+        scale = 1.0
+        if self.prescales:
+            short = self.prescales[int(torch.randint(len(self.prescales), ()).item())]
+            scale = short / min(height, width)
+        sized_h, sized_w = max(1, round(height * scale)), max(1, round(width * scale))
+        crop_h, crop_w = self._draw(sized_h), self._draw(sized_w)
+        top = int(torch.randint(0, sized_h - crop_h + 1, ()).item())
+        left = int(torch.randint(0, sized_w - crop_w + 1, ()).item())
+        # back to the frame's own pixels
+        top, left = min(round(top / scale), height - 1), min(round(left / scale), width - 1)
+        crop_h = min(max(1, round(crop_h / scale)), height - top)
+        crop_w = min(max(1, round(crop_w / scale)), width - left)
         return {"top": top, "left": left, "height": crop_h, "width": crop_w}
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
@@ -126,27 +139,28 @@ def build_train_transform(
 ) -> ClipTransform:
     """The training transform. The defaults are the paper's R50 scales (crop, then short side 300, max 540).
 
-    Geometry: flip (p=``hflip_prob``); with probability ``crop_prob``: resize the short side to one of
-    ``crop_prescales`` (skipped if None), then a random ``crop_size=(min, max)`` crop (skipped if None);
-    finally
-    resize the short side to one of ``scales`` (long side <= ``max_size``). Photometric: SSD-style distortion
-    per frame, each op with probability ``photometric_prob`` (0 disables it).
+    Geometry, drawn once per clip: with probability ``crop_prob``, a random ``crop_size=(min, max)`` crop
+    measured on the frame resized to a short side in ``crop_prescales`` (None: on the frame as it is); then
+    resize the short side to one of ``scales`` (long side <= ``max_size``); then a horizontal flip with
+    probability ``hflip_prob`` (flipping last is equivalent and cheapest). Photometric: SSD-style distortion,
+    drawn per frame, each op with probability ``photometric_prob`` (0 disables it).
     """
     geometry: list[torch.nn.Module] = []
-    if hflip_prob > 0:
-        geometry.append(v2.RandomHorizontalFlip(hflip_prob))
-    crop_ops: list[torch.nn.Module] = []
-    if crop_prescales:
-        crop_ops.append(RandomShortSideResize(crop_prescales))
-    if crop_size is not None:
+    if crop_size is not None and crop_prob > 0:
         if len(crop_size) != 2:
             raise ValueError(f"crop_size must be (min, max), got {crop_size}")
-        crop_ops.append(RandomSizeCrop(int(crop_size[0]), int(crop_size[1])))
-    if crop_ops and crop_prob > 0:
-        crop = v2.Compose(crop_ops)
-        geometry.append(crop if crop_prob >= 1 else v2.RandomApply([crop], p=crop_prob))
+        prescales = list(crop_prescales) if crop_prescales else None
+        crop_ops: list[torch.nn.Module] = []
+        if prescales and not scales:
+            # without a final resize, the crop must really be taken at the prescaled resolution
+            crop_ops.append(RandomShortSideResize(prescales))
+            prescales = None
+        crop_ops.append(RandomSizeCrop(int(crop_size[0]), int(crop_size[1]), prescales))
+        geometry.append(v2.RandomApply(crop_ops, p=crop_prob) if crop_prob < 1 else v2.Compose(crop_ops))
     if scales:
         geometry.append(RandomShortSideResize(scales, max_size))
+    if hflip_prob > 0:
+        geometry.append(v2.RandomHorizontalFlip(hflip_prob))
     photometric = v2.RandomPhotometricDistort(p=photometric_prob) if photometric_prob > 0 else None
     return ClipTransform(geometry, photometric)
 
