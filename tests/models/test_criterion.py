@@ -198,6 +198,18 @@ def _ddp_worker(rank, world_size, tmp_path):
         torch.distributed.destroy_process_group()
 
 
+def test_normalizer_averaging_with_a_simulated_second_rank(monkeypatch):
+    """The all-reduce path without processes: the other rank is simulated holding 9 instance-frames."""
+    dist = torch.distributed
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_world_size", lambda: 2)
+    monkeypatch.setattr(dist, "all_reduce", lambda tensor: tensor.add_(9.0))
+    criterion = SetCriterion(NUM_CLASSES, HungarianMatcher())
+    targets = make_targets(0, instances=(2,), absent=0.0)  # 6 visible instance-frames
+    assert criterion.num_boxes(targets, torch.device("cpu")).item() == 7.5
+
+
+@pytest.mark.slow
 def test_normalizer_is_averaged_over_ranks(tmp_path):
     torch.multiprocessing.spawn(_ddp_worker, args=(2, tmp_path), nprocs=2, join=True)
     assert [float((tmp_path / f"{rank}.txt").read_text()) for rank in range(2)] == [7.5, 7.5]

@@ -55,3 +55,16 @@ def test_resize_mask_targets_is_area_fraction():
     torch.testing.assert_close(out[1, 0], torch.tensor([[0.5, 0.5], [0.0, 0.0]]))
     # same size: unchanged values
     torch.testing.assert_close(resize_mask_targets(mask, (4, 4)), mask.float())
+
+
+def test_resize_mask_targets_pads_to_whole_blocks_and_matches_area_pooling():
+    gen = torch.Generator().manual_seed(2)
+    exact = torch.rand(3, 2, 16, 20, generator=gen) > 0.5
+    pooled = torch.nn.functional.interpolate(exact.view(-1, 1, 16, 20).float(), size=(4, 5), mode="area")
+    torch.testing.assert_close(resize_mask_targets(exact, (4, 5)), pooled.view(3, 2, 4, 5))
+    ragged = torch.rand(3, 2, 13, 18, generator=gen) > 0.5  # ⌈13/4⌉ = 4, ⌈18/4⌉ = 5: pad to 16 x 20
+    padded = torch.nn.functional.pad(ragged.float(), (0, 2, 0, 3))
+    expected = torch.nn.functional.avg_pool2d(padded.view(-1, 1, 16, 20), 4).view(3, 2, 4, 5)
+    torch.testing.assert_close(resize_mask_targets(ragged, (4, 5)), expected)
+    soft = torch.rand(2, 8, 8, generator=gen)
+    torch.testing.assert_close(resize_mask_targets(soft, (2, 2)), soft.view(2, 2, 4, 2, 4).mean((2, 4)))

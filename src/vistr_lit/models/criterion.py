@@ -117,6 +117,10 @@ class SetCriterion(nn.Module):
                 f"{self.num_classes + 1}"
             )
         normalizer = self.num_boxes(targets, outputs["pred_logits"].device)
+        if "masks" in self.losses and self.mask_loss_resolution == "prediction":
+            # once for every layer's matching and losses, instead of once per use
+            size = tuple(outputs["pred_masks"].shape[-2:])
+            targets = [dict(t, masks=resize_mask_targets(t["masks"], size)) for t in targets]  # [M, T, h, w]
         losses = self.layer_losses(outputs, targets, normalizer, num_frames)
         for i, aux in enumerate(outputs.get("aux_outputs", [])):
             layer = self.layer_losses(aux, targets, normalizer, num_frames)
@@ -210,7 +214,7 @@ class SetCriterion(nn.Module):
                     :, 0
                 ]
                 tgt = tgt.to(src.dtype)
-            else:
+            else:  # already resized in forward
                 tgt = resize_mask_targets(tgt, tuple(src.shape[-2:])).to(src.dtype)
             src, tgt = src.flatten(1), tgt.flatten(1)  # [P, L]
             focal = focal + focal_loss_per_mask(src, tgt, self.focal_alpha, self.focal_gamma).sum()
