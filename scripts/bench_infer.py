@@ -136,11 +136,20 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="append the results as JSON lines here")
     args = parser.parse_args()
     if args.lengths:
+        common = [
+            "--model",
+            args.model,
+            "--size",
+            args.size,
+            "--threads",
+            str(args.threads),
+            "--masks",
+            args.masks,
+        ]
+        common += ["--overlap", str(args.overlap)] if args.overlap is not None else []
+        common += ["--json", str(args.json)] if args.json is not None else []
         for length in args.lengths.split(","):
-            argv = [a for a in sys.argv[1:] if not a.startswith("--lengths")]
-            if "--lengths" in argv:
-                del argv[argv.index("--lengths") : argv.index("--lengths") + 2]
-            subprocess.run([sys.executable, __file__, *argv, "--frames", length], check=True)
+            subprocess.run([sys.executable, __file__, *common, "--frames", length], check=True)
         return
     result = run_once(args)
     print(json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in result.items()}))
