@@ -5,12 +5,13 @@ once into ``--data``. Each clip: decode 36 JPEG frames and their RLE masks, rand
 short side 400/500/600, resize to short side 300 (max 540), flip, per-frame photometric distortion, normalize,
 collate (B=1).
 
-    OMP_NUM_THREADS=2 .venv/bin/python scripts/bench_data.py
+    OMP_NUM_THREADS=2 .venv/bin/python scripts/bench_data.py [--quickstart]
 """
 
 import argparse
 import os
 import time
+from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
@@ -39,15 +40,50 @@ def main() -> None:
     parser.add_argument("--data", default="data/bench_synthvis", help="cached benchmark dataset folder")
     parser.add_argument("--size", default="720x1280", help="frame size HxW of the benchmark videos")
     parser.add_argument("--frames", type=int, default=36, help="T, frames per clip")
-    parser.add_argument("--clips", type=int, default=12, help="timed clips per setting")
+    parser.add_argument(
+        "--clips", type=int, default=None, help="timed clips per setting (12; 400 quickstart)"
+    )
     parser.add_argument("--warmup", type=int, default=2, help="untimed clips per setting")
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--threads", type=int, default=None, help="torch threads in the main process")
+    parser.add_argument(
+        "--quickstart",
+        action="store_true",
+        help="instead: the default synthvis at the quickstart's scale (T=6, short side 80, max 128, no crop)",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.quickstart:
+        root = ensure_synthvis("data/synthvis")  # the default set the quickstart trains on
+        transform = build_train_transform(
+            scales=[80], max_size=128, crop_prescales=None, crop_size=None, photometric_prob=0.2
+        )
+        args.frames, source = 6, "synthvis (96-176 px)"
+        args.clips = args.clips or 400
+    else:
+        root, transform, source = paper_data(args), build_train_transform(), f"{args.size} JPEG"
+        args.clips = args.clips or 12
+    data = load_ytvis(root / "train.json")
+    dataset = YTVISClipDataset(
+        data, root / "train" / "JPEGImages", ClipSampler(args.frames), transform, clips_per_video=100
+    )
+    frames, target = dataset[0]
+    print(
+        f"clip T={args.frames} from {source} -> {tuple(frames.shape[-2:])} after the transforms; "
+        f"{target['labels'].numel()} instances; torch threads {torch.get_num_threads()}, "
+        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, {os.cpu_count()} CPUs, "
+        f"load average {os.getloadavg()[0]:.1f}"
+    )
+    for workers in args.workers:
+        rate = clips_per_second(dataset, workers, args.clips, args.warmup)
+        print(f"workers={workers}: {rate:.2f} clips/s ({rate * args.frames:.0f} frames/s)")
+
+
+def paper_data(args) -> Path:
+    """The cached benchmark synthvis with YouTube-VIS-sized frames."""
     height, width = (int(x) for x in args.size.lower().split("x"))
-    root = ensure_synthvis(
+    return ensure_synthvis(
         args.data,
         train_videos=6,
         valid_videos=0,
@@ -58,24 +94,6 @@ def main() -> None:
         max_objects=4,
         enter_leave_prob=0.0,
     )
-    data = load_ytvis(root / "train.json")
-    dataset = YTVISClipDataset(
-        data,
-        root / "train" / "JPEGImages",
-        ClipSampler(args.frames),
-        build_train_transform(),
-        clips_per_video=100,
-    )
-    frames, target = dataset[0]
-    print(
-        f"clip T={args.frames} from {height}x{width} JPEG -> {tuple(frames.shape[-2:])} after the paper's "
-        f"transforms; {target['labels'].numel()} instances; torch threads {torch.get_num_threads()}, "
-        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, {os.cpu_count()} CPUs, "
-        f"load average {os.getloadavg()[0]:.1f}"
-    )
-    for workers in args.workers:
-        rate = clips_per_second(dataset, workers, args.clips, args.warmup)
-        print(f"workers={workers}: {rate:.2f} clips/s ({rate * args.frames:.0f} frames/s)")
 
 
 if __name__ == "__main__":
