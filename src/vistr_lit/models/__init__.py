@@ -9,13 +9,20 @@ from vistr_lit.models.checkpoint_import import (
     load_checkpoint_file,
     load_vistr_checkpoint,
 )
+from vistr_lit.models.criterion import SetCriterion
+from vistr_lit.models.matcher import HungarianMatcher
+from vistr_lit.models.postprocess import ClipPredictions, PostProcessVideo
 from vistr_lit.models.transformer import Transformer
 from vistr_lit.models.vistr import VisTR, build_vistr
 
 __all__ = [
     "Backbone",
     "CheckpointError",
+    "ClipPredictions",
+    "HungarianMatcher",
     "ImportReport",
+    "PostProcessVideo",
+    "SetCriterion",
     "Transformer",
     "VisTR",
     "build_vistr",
