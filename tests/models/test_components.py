@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+import torchvision
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
@@ -100,3 +101,21 @@ def test_attention_maps_normalize_over_heads_and_valid_pixels():
     assert maps.shape == (1, 3, 4, 4, 5)
     torch.testing.assert_close(maps.sum(dim=(2, 3, 4)), torch.ones(1, 3))
     assert (maps[..., 2:, :] == 0).all() and (maps[..., 3:] == 0).all()
+
+
+def test_pretrained_backbone_loads_torchvision_weights_from_the_hub_cache(tmp_path, monkeypatch):
+    """ImageNet weights go through torchvision's weights API; a cached file means no download."""
+    torch.manual_seed(0)
+    imagenet = torchvision.models.resnet18()  # BatchNorm2d with num_batches_tracked, as the released file
+    for module in imagenet.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            nn.init.uniform_(module.running_var, 0.5, 2.0)
+    url = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.url
+    cache = tmp_path / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    torch.save(imagenet.state_dict(), cache / url.rsplit("/", 1)[-1])
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    backbone = Backbone("resnet18", pretrained="IMAGENET1K_V1")
+    assert torch.equal(backbone.body.layer3[1].conv2.weight, imagenet.layer3[1].conv2.weight)
+    assert torch.equal(backbone.body.layer2[0].bn1.running_var, imagenet.layer2[0].bn1.running_var)
+    assert isinstance(backbone.body.layer2[0].bn1, FrozenBatchNorm2d)
