@@ -89,22 +89,23 @@ class VideoPredictor:
 
     def _predict_stream(self, frames: Iterable[Tensor], orig_size) -> list[Track]:
         stitcher = TrackStitcher(self.match_iou)
+        counted = _CountedFrames(frames)
         batch: list[tuple[int, Tensor]] = []
-        video_length = 0
-        for start, window, frames_read in self._windows(iter(frames)):
-            video_length = frames_read
+        for start, window in self._windows(counted):
             batch.append((start, window))
             if len(batch) == self.batch_size:
                 self._run(batch, orig_size, stitcher)
                 batch = []
         if batch:
             self._run(batch, orig_size, stitcher)
-        if video_length == 0:
+        for _ in counted:  # first_window_only: the rest is only counted (reported absent)
+            pass
+        if counted.count == 0:
             raise ValueError("the video has no frames")
-        return stitcher.close(video_length)
+        return stitcher.close(counted.count)
 
-    def _windows(self, frames: Iterator[Tensor]) -> Iterator[tuple[int, Tensor, int]]:
-        """Yield ``(start, window frames [T', 3, H, W], frames read so far)``; T' < T only for a short video.
+    def _windows(self, frames: Iterator[Tensor]) -> Iterator[tuple[int, Tensor]]:
+        """Yield ``(start, window frames [T', 3, H, W])``; T' < T only for a video shorter than T.
 
         Holds the last T frames. A window is yielded as soon as its frames are read; when the stream ends, a
         last window ending on the last frame is yielded if frames are left uncovered.
@@ -113,33 +114,26 @@ class VideoPredictor:
         buffer: deque[Tensor] = deque(maxlen=T)
         next_start, covered, count = 0, 0, 0  # covered: frames already inside a yielded window
         for frame in frames:
-            if self.first_window_only and count >= T:
-                count += 1  # the rest of the video is only counted (its frames are reported absent)
-                continue
             if buffer and frame.shape != buffer[-1].shape:
                 raise ValueError(
-                    f"frame {count} has shape {tuple(frame.shape)}, earlier {tuple(buffer[-1].shape)}"
+                    f"frame {count}: shape {tuple(frame.shape)}, earlier {tuple(buffer[-1].shape)}"
                 )
             buffer.append(frame)
             count += 1
             if count == next_start + T:
-                yield next_start, torch.stack(list(buffer)), count
+                yield next_start, torch.stack(list(buffer))
+                if self.first_window_only:
+                    return
                 covered, next_start = count, next_start + stride
-        if count and covered < count and not (self.first_window_only and covered):
-            yield max(count - T, 0), torch.stack(list(buffer)), count  # the buffer holds exactly these frames
-        elif count:
-            yield -1, torch.empty(0), count  # only reports the length
+        if covered < count:
+            yield max(count - T, 0), torch.stack(list(buffer))  # the buffer holds exactly these frames
 
     def _run(self, batch: list[tuple[int, Tensor]], orig_size, stitcher: TrackStitcher) -> None:
         """Forward the windows of ``batch`` (cycle-padded to T frames) and add their predictions in order."""
-        batch = [(start, window) for start, window in batch if start >= 0]
-        if not batch:
-            return
         T = self.window
         lengths = [window.shape[0] for _, window in batch]
-        clips = torch.stack([_cycle_pad(window, T) for _, window in batch]).to(
-            self.device
-        )  # B x T x 3 x H x W
+        # B x T x 3 x H x W
+        clips = torch.stack([_cycle_pad(window, T) for _, window in batch]).to(self.device)
         outputs = self.model(clips, None)
         B, H, W = clips.shape[0], clips.shape[-2], clips.shape[-1]
         sizes = torch.tensor([[H, W]] * B)
@@ -147,6 +141,22 @@ class VideoPredictor:
         clip_predictions = self.postprocess(_to_cpu(outputs), sizes, orig_sizes, T)
         for (start, _), length, predictions in zip(batch, lengths, clip_predictions):
             stitcher.add_window(start, _drop_padded(predictions, length))
+
+
+class _CountedFrames:
+    """An iterator over frames that counts them (the video length V is known once it is exhausted)."""
+
+    def __init__(self, frames: Iterable[Tensor]):
+        self._frames = iter(frames)
+        self.count = 0
+
+    def __iter__(self) -> "_CountedFrames":
+        return self
+
+    def __next__(self) -> Tensor:
+        frame = next(self._frames)
+        self.count += 1
+        return frame
 
 
 def _cycle_pad(window: Tensor, length: int) -> Tensor:
