@@ -68,3 +68,8 @@ def test_resize_mask_targets_pads_to_whole_blocks_and_matches_area_pooling():
     torch.testing.assert_close(resize_mask_targets(ragged, (4, 5)), expected)
     soft = torch.rand(2, 8, 8, generator=gen)
     torch.testing.assert_close(resize_mask_targets(soft, (2, 2)), soft.view(2, 2, 4, 2, 4).mean((2, 4)))
+
+
+def test_resize_mask_targets_with_no_instances():
+    empty = torch.zeros(0, 3, 13, 16, dtype=torch.bool)
+    assert resize_mask_targets(empty, (4, 4)).shape == (0, 3, 4, 4)
