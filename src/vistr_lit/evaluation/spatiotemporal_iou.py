@@ -18,26 +18,29 @@ from pycocotools import mask as mask_utils
 from vistr_lit.evaluation.inputs import VideoTracks
 
 
-def intersections(dt_rles: list[list[dict | None]], gt_rles: list[list[dict | None]]) -> np.ndarray:
+def intersections(
+    dt_rles: list[list[dict | None]], gt_rles: list[list[dict | None]], dt_areas: np.ndarray
+) -> np.ndarray:
     """int64 ``[D, G]``: mask intersection areas summed over the frames of every (detection, gt) pair.
 
     ``dt_rles[d][f]`` / ``gt_rles[g][f]``: compressed RLE or ``None``; all lists have the video's V frames.
+    ``dt_areas``: int64 ``[D, V]`` mask areas of the detections.
     """
     inter = np.zeros((len(dt_rles), len(gt_rles)), dtype=np.int64)
     if not dt_rles or not gt_rles:
         return inter
     for frame in range(len(gt_rles[0])):
-        d_idx = [d for d, rles in enumerate(dt_rles) if rles[frame] is not None]
-        if not d_idx:
-            continue
         g_idx = [g for g, rles in enumerate(gt_rles) if rles[frame] is not None]
         if not g_idx:
+            continue
+        d_idx = [d for d, rles in enumerate(dt_rles) if rles[frame] is not None]
+        if not d_idx:
             continue
         d_frame = [dt_rles[d][frame] for d in d_idx]
         ratio = mask_utils.iou(d_frame, [gt_rles[g][frame] for g in g_idx], [1] * len(g_idx))  # I / area(d)
         if (ratio < 0).any():  # pycocotools' marker for masks of different sizes; inputs were validated
             raise ValueError(f"frame {frame}: masks of different sizes")
-        d_area = mask_utils.area(d_frame).astype(np.float64)
+        d_area = dt_areas[d_idx, frame].astype(np.float64)
         inter[np.ix_(d_idx, g_idx)] += np.rint(ratio * d_area[:, None]).astype(np.int64)
     return inter
 
@@ -46,8 +49,9 @@ def spatiotemporal_iou(
     dts: VideoTracks, dt_idx: np.ndarray, gts: VideoTracks, gt_idx: np.ndarray
 ) -> np.ndarray:
     """float64 ``[D, G]`` IoU of detections ``dt_idx`` ``[D]`` and ground truths ``gt_idx`` ``[G]``."""
-    inter = intersections([dts.rles[d] for d in dt_idx], [gts.rles[g] for g in gt_idx])
-    union = dts.areas[dt_idx].sum(1)[:, None] + gts.areas[gt_idx].sum(1)[None, :] - inter
+    dt_areas = dts.areas[dt_idx]  # [D, V]
+    inter = intersections([dts.rles[d] for d in dt_idx], [gts.rles[g] for g in gt_idx], dt_areas)
+    union = dt_areas.sum(1)[:, None] + gts.areas[gt_idx].sum(1)[None, :] - inter
     iou = np.zeros(inter.shape, dtype=np.float64)
     np.divide(inter, union, out=iou, where=union > 0)  # official: 0 (and a printed warning) when U == 0
     return iou

@@ -120,31 +120,46 @@ class YTVISEval:
                     stacklevel=2,
                 )
                 warned = True
-            cats = set(gts.category_ids.tolist()) | (set(dts.category_ids.tolist()) if dts else set())
-            for cat in sorted(cats):
-                per_category[cat].append(self._evaluate_pair(gts, dts, cat, area_bounds))
+            gt_cats = set(gts.category_ids.tolist())
+            dt_by_cat = {}
+            if dts is not None:
+                for cat in np.unique(dts.category_ids).tolist():
+                    dt_idx = np.flatnonzero(dts.category_ids == cat)
+                    # stable sort by descending score (ties keep results-file order), then the top maxDets[-1]
+                    dt_by_cat[cat] = dt_idx[np.argsort(-dts.scores[dt_idx], kind="stable")][: MAX_DETS[-1]]
+            # IoU of every kept detection whose category has ground truth here against every ground truth
+            # of the video: one pass over the frames per video (cross-category pairs are cheap and unused).
+            with_gt = [c for c in sorted(dt_by_cat) if c in gt_cats]
+            rows = np.concatenate([dt_by_cat[c] for c in with_gt]) if with_gt else np.zeros(0, np.int64)
+            iou = spatiotemporal_iou(dts, rows, gts, np.arange(len(gts))) if len(rows) else None
+            first_row = dict(zip(with_gt, np.cumsum([0] + [len(dt_by_cat[c]) for c in with_gt]).tolist()))
+            for cat in sorted(gt_cats | set(dt_by_cat)):
+                dt_idx = dt_by_cat.get(cat, np.zeros(0, dtype=np.int64))
+                gt_idx = np.flatnonzero(gts.category_ids == cat)
+                if cat in first_row:
+                    cat_iou = iou[first_row[cat] : first_row[cat] + len(dt_idx)][:, gt_idx]
+                else:
+                    cat_iou = np.zeros((len(dt_idx), len(gt_idx)))
+                per_category[cat].append(self._evaluate_pair(gts, dts, gt_idx, dt_idx, cat_iou, area_bounds))
         return per_category
 
     def _evaluate_pair(
-        self, gts: VideoTracks, dts: VideoTracks | None, cat: int, area_bounds: list
+        self,
+        gts: VideoTracks,
+        dts: VideoTracks | None,
+        gt_idx: np.ndarray,
+        dt_idx: np.ndarray,
+        iou: np.ndarray,
+        area_bounds: list,
     ) -> VideoCategoryMatches:
-        gt_idx = np.flatnonzero(gts.category_ids == cat)
-        if dts is None:
-            dt_idx = np.zeros(0, dtype=np.int64)
-        else:
-            dt_idx = np.flatnonzero(dts.category_ids == cat)
-            # stable sort by descending score (ties keep results-file order), then the top maxDets[-1]
-            dt_idx = dt_idx[np.argsort(-dts.scores[dt_idx], kind="stable")][: MAX_DETS[-1]]
+        """Match one (video, category): ``dt_idx`` [D] in score order, ``gt_idx`` [G], ``iou`` [D, G]."""
         ignore = np.repeat(gts.iscrowd[gt_idx][None, :], len(self.ranges), axis=0)  # [R, G]
         for r, rng in enumerate(self.ranges):
             ignore[r] |= ~_in_range(gts.avg_area[gt_idx], rng.area)
             if gts.occ_score is not None:
                 ignore[r] |= ~_in_range(gts.occ_score[gt_idx], rng.occlusion)
-        if len(dt_idx):
-            iou = spatiotemporal_iou(dts, dt_idx, gts, gt_idx)
-            scores, dt_area = dts.scores[dt_idx], dts.avg_area[dt_idx]
-        else:
-            iou, scores, dt_area = np.zeros((0, len(gt_idx))), np.zeros(0), np.zeros(0)
+        scores = dts.scores[dt_idx] if len(dt_idx) else np.zeros(0)
+        dt_area = dts.avg_area[dt_idx] if len(dt_idx) else np.zeros(0)
         out_of_range = np.stack([~_in_range(dt_area, bounds) for bounds in area_bounds])  # [R, D]
         return match_video_category(
             iou, scores, gts.ids[gt_idx], gts.iscrowd[gt_idx], ignore, out_of_range, IOU_THRESHOLDS
