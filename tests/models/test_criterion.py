@@ -155,24 +155,34 @@ def test_empty_frames_and_all_absent_instance():
         assert all(torch.isfinite(v) for v in losses.values())
 
 
-def test_prediction_resolution_matches_target_resolution_on_blocky_masks():
-    """Targets constant on 4x4 blocks: both mask resolutions give about the same dice loss."""
+def test_mask_losses_at_both_resolutions_on_predictions_that_fit_the_grid():
+    """Targets constant on the prediction's 4x4 cells, predictions confident on exactly those cells."""
     outputs = make_outputs(6, batch=1, aux_layers=0)
     target = make_targets(6, instances=(2,), absent=0.0)[0]
-    small = torch.rand(
-        2, FRAMES, MASK_SIZE[0] // 4, MASK_SIZE[1] // 4, generator=torch.Generator().manual_seed(0)
-    )
-    target["masks"] = F.interpolate(small, scale_factor=4, mode="nearest") > 0.5
-    by_resolution = {
-        res: SetCriterion(NUM_CLASSES, HungarianMatcher(), num_aux_layers=0, mask_loss_resolution=res)(
+    gen = torch.Generator().manual_seed(0)
+    small = torch.rand(2, FRAMES, MASK_SIZE[0] // 4, MASK_SIZE[1] // 4, generator=gen) > 0.5  # [M, T, h, w]
+    target["masks"] = F.interpolate(small.float(), scale_factor=4, mode="nearest") > 0.5
+    query = torch.tensor([t * SLOTS + m for m in range(2) for t in range(FRAMES)])  # slot m <- instance m
+    indices = [(query, torch.arange(2 * FRAMES))]
+
+    class FixedMatcher(HungarianMatcher):
+        def forward(self, outputs, targets):
+            return indices
+
+    with torch.no_grad():
+        outputs["pred_masks"][0, query] = (small.flatten(0, 1).float() * 2 - 1) * 20  # logits ±20
+    losses = {
+        res: SetCriterion(NUM_CLASSES, FixedMatcher(), num_aux_layers=0, mask_loss_resolution=res)(
             outputs, [target]
         )
         for res in ("target", "prediction")
     }
-    assert by_resolution["target"]["loss_dice"].item() == pytest.approx(
-        by_resolution["prediction"]["loss_dice"].item(), rel=0.1
-    )
-    assert by_resolution["target"]["loss_ce"].item() == by_resolution["prediction"]["loss_ce"].item()
+    assert losses["prediction"]["loss_dice"].item() < 1e-6  # exact fit on the prediction grid
+    assert losses["prediction"]["loss_mask"].item() < 1e-6
+    assert 0 < losses["target"]["loss_dice"].item() < 0.15  # bilinear upsampling blurs the cell borders
+    flipped = dict(target, masks=target["masks"].flip(-1))  # a misaligned target is far off
+    wrong = SetCriterion(NUM_CLASSES, FixedMatcher(), num_aux_layers=0, mask_loss_resolution="prediction")
+    assert wrong(outputs, [flipped])["loss_dice"].item() > 0.3
 
 
 def test_bad_inputs_raise():
