@@ -120,6 +120,9 @@ def test_cli_and_ensure(tmp_path, capsys):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".ens.tmp")]
     with pytest.raises(ValueError, match="other parameters"):
         ensure_synthvis(tmp_path / "ens", **{**SMALL, "seed": 9})
+    (tmp_path / "other" / "stuff").mkdir(parents=True)
+    with pytest.raises(FileExistsError, match="holds no synthvis"):
+        ensure_synthvis(tmp_path / "other", **SMALL)
 
 
 def test_bad_config_is_rejected():

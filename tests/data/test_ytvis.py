@@ -106,6 +106,7 @@ def test_test_split_without_annotations(tmp_path):
         ),
         (lambda r: r["annotations"][1]["bboxes"].__setitem__(0, [1, 2]), "field 'bboxes[0]' = [1, 2]"),
         (lambda r: r.pop("videos"), "field 'videos' missing"),
+        (lambda r: r["annotations"][1]["areas"].__setitem__(2, "big"), "field 'areas[2]' = 'big'"),
     ],
 )
 def test_validation_names_file_video_annotation_and_field(tmp_path, edit, expected):

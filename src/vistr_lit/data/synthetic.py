@@ -163,9 +163,11 @@ def ensure_synthvis(root: str | Path, **params) -> Path:
             generate_synthvis(tmp, cfg)
             try:
                 os.rename(tmp, root)  # atomic; fails if another process finished first
-            except OSError:
+            except OSError as err:
                 if not stamp_path.exists():
-                    raise
+                    raise FileExistsError(
+                        f"{root} exists but holds no synthvis (no {STAMP_FILE}): delete it or pick another"
+                    ) from err
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp)

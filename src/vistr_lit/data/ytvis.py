@@ -276,6 +276,10 @@ def validate_ytvis(raw: Any, path: str | Path) -> list[str]:
                 why = segmentation_problem(seg, vid["height"], vid["width"])
                 if why:
                     problems.append(f"{where}: field 'segmentations[{t}]': {why}")
+        if isinstance(ann.get("areas"), list):
+            for t, area in enumerate(ann["areas"]):
+                if not (area is None or (isinstance(area, int | float) and area >= 0)):
+                    problems.append(f"{where}: field 'areas[{t}]' = {area!r} is not a number >= 0 or null")
         if isinstance(ann.get("bboxes"), list):
             for t, box in enumerate(ann["bboxes"]):
                 ok = box is None or (
