@@ -271,3 +271,22 @@ def test_bad_inputs_raise_clear_errors():
         matcher({k: v[:, :-1] for k, v in outputs.items()}, targets)
     with pytest.raises(ValueError, match="mode"):
         HungarianMatcher("frame")
+
+
+def test_defaults_are_the_papers_and_original_options():
+    paper = HungarianMatcher(mode="per_frame")
+    assert (paper.cost_class, paper.cost_bbox, paper.cost_giou, paper.cost_mask, paper.cost_dice) == (
+        1,
+        5,
+        2,
+        0,
+        0,
+    )
+    assert (paper.box_cost, paper.bbox_reduction, paper.absent_frames) == ("giou", "sum", "ignore")
+    original = HungarianMatcher.original_vistr()
+    assert (original.mode, original.box_cost, original.bbox_reduction, original.absent_frames) == (
+        "sequence",
+        "iou",
+        "mean",
+        "count",
+    )
