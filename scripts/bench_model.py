@@ -43,6 +43,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--height", type=int, default=300)
     parser.add_argument("--width", type=int, default=540)
     parser.add_argument("--hidden-dim", type=int, default=384)
+    parser.add_argument("--nheads", type=int, default=8)
+    parser.add_argument("--dim-feedforward", type=int, default=2048)
     parser.add_argument("--enc-layers", type=int, default=6)
     parser.add_argument("--dec-layers", type=int, default=6)
     parser.add_argument("--num-classes", type=int, default=40)
@@ -99,6 +101,8 @@ def bench_one(args: argparse.Namespace, dtype_name: str) -> dict:
         args.instances,
         backbone=args.backbone,
         hidden_dim=args.hidden_dim,
+        nheads=args.nheads,
+        dim_feedforward=args.dim_feedforward,
         enc_layers=args.enc_layers,
         dec_layers=args.dec_layers,
     )
