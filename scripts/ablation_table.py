@@ -37,7 +37,9 @@ def read_runs(root: Path) -> dict[str, list[dict]]:
         run_dir = metrics_file.parent
         config_file = run_dir / ".hydra" / "config.yaml"
         if not config_file.is_file():
-            raise FileNotFoundError(f"{run_dir}: metrics.json without .hydra/config.yaml (not a vistr_lit.train run?)")
+            raise FileNotFoundError(
+                f"{run_dir}: metrics.json without .hydra/config.yaml (not a vistr_lit.train run?)"
+            )
         config = yaml.safe_load(config_file.read_text())
         metrics = json.loads(metrics_file.read_text())
         for key in ("experiment_name", "seed"):

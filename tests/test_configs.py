@@ -112,7 +112,7 @@ def test_paper_defaults():
         ("model/backbone=r101", "model.net.backbone", "resnet101"),
         ("model/backbone=r18", "model.net.backbone", "resnet18"),
         ("model/transformer=enc3", "model.net.enc_layers", 3),
-        ("model/transformer=tiny", "model.net.hidden_dim", 64),
+        ("model/transformer=tiny", "model.net.hidden_dim", 96),
         ("model/matcher=per_frame", "model.matcher.mode", "per_frame"),
         ("model/mask_head=concat", "model.net.mask_fusion", "concat"),
         ("model/mask_head=per_frame", "model.net.temporal_fusion", "none"),

@@ -101,7 +101,9 @@ class VisTRLitModule(L.LightningModule):
         if stage in ("fit", "validate") and self.val_metric is None:
             datamodule = self.trainer.datamodule
             if datamodule is None:
-                raise ValueError("VisTRLitModule validation needs a datamodule that provides the ground truth")
+                raise ValueError(
+                    "VisTRLitModule validation needs a datamodule that provides the ground truth"
+                )
             self.val_metric = YTVISVideoAP(datamodule.val_gt)
 
     # ------------------------------------------------------------------ training

@@ -76,7 +76,9 @@ def build_loggers(cfg: DictConfig) -> list[Logger]:
             raise ValueError(f"logger.{name} has no _target_")
         loggers.append(hydra.utils.instantiate(conf, _convert_="all"))
     if not loggers:
-        warnings.warn("this run has no logger (logger=none): only metrics.json records its results", stacklevel=2)
+        warnings.warn(
+            "this run has no logger (logger=none): only metrics.json records its results", stacklevel=2
+        )
     return loggers
 
 
@@ -135,7 +137,9 @@ def run_training(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
             trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg.ckpt_path, output_dir))
             if module.nonfinite_message is not None:
                 last = output_dir / "checkpoints" / "last.ckpt"
-                kept = f"last good checkpoint: {last}" if last.is_file() else "no checkpoint had been saved yet"
+                kept = (
+                    f"last good checkpoint: {last}" if last.is_file() else "no checkpoint had been saved yet"
+                )
                 raise NonFiniteLossError(f"{module.nonfinite_message}; {kept}")
         metrics: dict[str, float] = {}
         if cfg.final_eval:
