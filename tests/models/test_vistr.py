@@ -172,3 +172,34 @@ def test_bad_inputs_raise_clear_errors():
     holes[0, 5, 5] = True
     with pytest.raises(ValueError, match="not a bottom/right padding band"):
         model(torch.randn(1, 3, 3, 32, 32), holes)
+
+
+class _IndexMaskHead(torch.nn.Module):
+    """Stands in for the mask head: row (b·T + t)·N + i of its output holds 100·t + i."""
+
+    def __init__(self, num_frames: int, num_instances: int) -> None:
+        super().__init__()
+        self.num_frames, self.num_instances = num_frames, num_instances
+
+    def forward(self, memory, instance, fpns, sizes, num_instances):
+        rows = torch.arange(instance.shape[0])
+        t = (rows // self.num_instances) % self.num_frames
+        value = (100 * t + rows % self.num_instances).float()
+        return value[:, None, None, None].expand(-1, 2, *fpns[-1].shape[-2:])
+
+
+class _FirstChannel(torch.nn.Module):
+    def forward(self, x, keep=None):
+        return x[:, :1]
+
+
+def test_mask_queries_are_frame_major():
+    """pred_masks[:, t·N + i] comes from slot i of frame t (reshapes between B·T·N and B·N x T)."""
+    model = tiny_vistr(num_frames=3, num_instances=2)
+    model.mask_head = _IndexMaskHead(3, 2)
+    model.insmask_head = _FirstChannel()
+    with torch.no_grad():
+        masks = model(torch.randn(2, 3, 3, 32, 32))["pred_masks"]
+    expected = torch.tensor([100 * (q // 2) + q % 2 for q in range(6)], dtype=torch.float)
+    assert torch.equal(masks[:, :, 0, 0], expected.expand(2, -1))
+    assert torch.equal(masks, masks[..., :1, :1].expand_as(masks))
