@@ -132,8 +132,9 @@ def test_frozen_stages_and_backbone_names():
 
 def test_bf16_autocast_forward():
     model = tiny_vistr()
+    frames, pad_mask = _pad_batch(torch.randn(3, 3, 32, 32), torch.randn(3, 3, 20, 28), (32, 32))
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        out = model(torch.randn(1, 3, 3, 32, 32))
+        out = model(frames, pad_mask)
     assert all(torch.isfinite(out[k].float()).all() for k in ("pred_logits", "pred_boxes", "pred_masks"))
 
 

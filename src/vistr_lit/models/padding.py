@@ -90,9 +90,9 @@ def masked_group_norm(x: Tensor, norm: nn.GroupNorm, keep: Tensor | None) -> Ten
     if keep is None:
         return norm(x)
     groups = norm.num_groups
-    shape = x.shape
-    xg = x.reshape(shape[0], groups, -1)  # B' x G x (C/G·S)
-    kg = keep.expand(shape[0], shape[1], *shape[2:]).reshape(shape[0], groups, -1)
+    shape, dtype = x.shape, x.dtype
+    xg = x.float().reshape(shape[0], groups, -1)  # B' x G x (C/G·S); statistics in float32, as autocast does
+    kg = keep.float().expand(shape[0], shape[1], *shape[2:]).reshape(shape[0], groups, -1)
     count = kg.sum(dim=-1, keepdim=True).clamp_min(1.0)
     mean = (xg * kg).sum(dim=-1, keepdim=True) / count
     var = ((xg - mean).square() * kg).sum(dim=-1, keepdim=True) / count
@@ -100,4 +100,4 @@ def masked_group_norm(x: Tensor, norm: nn.GroupNorm, keep: Tensor | None) -> Ten
     if norm.affine:
         affine_shape = (1, shape[1]) + (1,) * (len(shape) - 2)
         y = y * norm.weight.reshape(affine_shape) + norm.bias.reshape(affine_shape)
-    return y
+    return y.to(dtype)
