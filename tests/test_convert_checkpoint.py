@@ -1,0 +1,135 @@
+"""Authors' checkpoint → Lightning checkpoint → load_from_checkpoint gives the authors' network exactly."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+
+from vistr_lit.convert_checkpoint import initialize_from, main, save_lightning_checkpoint
+from vistr_lit.lit_module import VisTRLitModule
+from vistr_lit.models import build_vistr
+from vistr_lit.models.checkpoint_import import (
+    CheckpointError,
+    load_vistr_checkpoint,
+    random_reference_state_dict,
+)
+
+KEY_LIST = Path(__file__).parent / "models" / "reference" / "vistr_r50_state_dict.txt"
+YTVIS_CLASSES = 40  # the released models: 42 logits = index 0 unused + ids 1..40 + no-object
+
+
+@pytest.fixture(scope="module")
+def authors_file(tmp_path_factory) -> Path:
+    """A reference-shaped R50 VisTR file as main.py saves it (random weights)."""
+    path = tmp_path_factory.mktemp("authors") / "vistr_r50.pth"
+    torch.save({"model": random_reference_state_dict(KEY_LIST, seed=0), "epoch": 17}, path)
+    return path
+
+
+def test_converted_checkpoint_reproduces_the_authors_network(authors_file, tmp_path, capsys):
+    out = tmp_path / "vistr_r50.ckpt"
+    assert main([str(authors_file), str(out)]) == 0
+    assert "T=36, N=10, K=40" in capsys.readouterr().out
+
+    module = VisTRLitModule.load_from_checkpoint(out, map_location="cpu").eval()
+    assert module.hparams.category_ids == list(range(1, YTVIS_CLASSES + 1))
+    reference = build_vistr(num_classes=YTVIS_CLASSES, num_frames=36, backbone="resnet50").eval()
+    load_vistr_checkpoint(reference, authors_file)
+
+    frames = torch.randn(1, 36, 3, 32, 48, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected, got = reference(frames, None), module.model(frames, None)
+    for key in ("pred_logits", "pred_boxes", "pred_masks"):
+        torch.testing.assert_close(got[key], expected[key], rtol=0, atol=0)
+
+
+def test_convert_keeps_the_categories_of_an_annotation_file(authors_file, tmp_path, synthvis_root):
+    out = tmp_path / "sub.ckpt"
+    assert main([str(authors_file), str(out), "--ann", str(synthvis_root / "train.json")]) == 0
+    categories = json.loads((synthvis_root / "train.json").read_text())["categories"]
+    hparams = torch.load(out, map_location="cpu", weights_only=True)["hyper_parameters"]
+    assert hparams["category_ids"] == sorted(c["id"] for c in categories)
+    assert hparams["category_names"] == [c["name"] for c in sorted(categories, key=lambda c: c["id"])]
+    state = torch.load(out, map_location="cpu", weights_only=True)["state_dict"]
+    assert state["model.class_embed.weight"].shape[0] == len(categories) + 1
+
+
+def test_convert_reports_a_broken_file(tmp_path, capsys):
+    sd = random_reference_state_dict(KEY_LIST, seed=0)
+    del sd["vistr.query_embed.weight"]
+    bad = tmp_path / "bad.pth"
+    torch.save({"model": sd}, bad)
+    assert main([str(bad), str(tmp_path / "out.ckpt")]) == 1
+    assert "query_embed" in capsys.readouterr().err
+    assert not (tmp_path / "out.ckpt").exists()
+
+
+def _tiny_module(backbone: str = "resnet18") -> VisTRLitModule:
+    from vistr_lit.convert_checkpoint import default_hparams
+
+    net = dict(
+        num_frames=2,
+        num_instances=2,
+        backbone=backbone,
+        hidden_dim=48,
+        nheads=4,
+        enc_layers=1,
+        dec_layers=1,
+        dim_feedforward=32,
+    )
+    return VisTRLitModule(net=net, category_ids=[1, 2], category_names=["a", "b"], **default_hparams())
+
+
+def test_init_from_torchvision_imagenet_resnet(tmp_path):
+    resnet = torchvision.models.resnet18(weights=None)
+    path = tmp_path / "resnet18.pth"
+    torch.save(resnet.state_dict(), path)
+    module = _tiny_module()
+    report = initialize_from(module, path)
+    assert report.ignored == ["fc.bias", "fc.weight"]
+    torch.testing.assert_close(
+        module.model.backbone.body.layer3[0].conv1.weight, resnet.layer3[0].conv1.weight
+    )
+    torch.testing.assert_close(module.model.backbone.body.bn1.running_var, resnet.bn1.running_var)
+
+
+def test_init_from_a_resnet_of_another_depth_is_a_clear_error(tmp_path):
+    path = tmp_path / "resnet34.pth"
+    torch.save(torchvision.models.resnet34(weights=None).state_dict(), path)
+    with pytest.raises(CheckpointError, match="does not fit backbone resnet18"):
+        initialize_from(_tiny_module(), path)
+
+
+def test_init_from_a_lightning_checkpoint(tmp_path):
+    source = _tiny_module()
+    path = tmp_path / "source.ckpt"
+    save_lightning_checkpoint(source, path)
+    target = _tiny_module()
+    initialize_from(target, path)
+    for (name, expected), got in zip(source.model.state_dict().items(), target.model.state_dict().values()):
+        assert torch.equal(expected, got), name
+
+
+def test_init_from_a_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="model.init_from"):
+        initialize_from(_tiny_module(), tmp_path / "nope.pth")
+
+
+def test_init_from_an_authors_file_reinitializes_class_head_and_queries(authors_file):
+    from vistr_lit.convert_checkpoint import default_hparams
+
+    module = VisTRLitModule(
+        net=dict(num_frames=36, backbone="resnet50"),
+        category_ids=[1, 2, 3],
+        category_names=["a", "b", "c"],
+        **default_hparams(),
+    )
+    before = module.model.class_embed.weight.clone()
+    report = initialize_from(module, authors_file)
+    assert {"class_embed.weight", "query_embed.weight"} <= set(report.initialized)
+    assert torch.equal(module.model.class_embed.weight, before)
+    sd = torch.load(authors_file, map_location="cpu", weights_only=True)["model"]
+    key = "transformer.encoder.layers.0.linear1.weight"
+    assert torch.equal(module.model.state_dict()[key], sd[f"vistr.{key}"])

@@ -1,0 +1,132 @@
+"""VisTRLitModule: optimizer groups and schedule as the paper writes them, hyper-parameters that rebuild it."""
+
+import math
+
+import pytest
+import torch
+
+from vistr_lit.convert_checkpoint import default_hparams, save_lightning_checkpoint
+from vistr_lit.lit_module import VisTRLitModule, loss_weights
+
+NET = dict(
+    num_frames=2,
+    num_instances=2,
+    backbone="resnet18",
+    hidden_dim=48,
+    nheads=4,
+    enc_layers=1,
+    dec_layers=2,
+    dim_feedforward=32,
+)
+
+
+def make_module(**optim) -> VisTRLitModule:
+    hparams = default_hparams()
+    hparams["optim"].update(optim)
+    return VisTRLitModule(net=dict(NET), category_ids=[3, 7], category_names=["cat", "dog"], **hparams)
+
+
+class FakeTrainer:
+    def __init__(self, epoch: int = 0, steps: int = 100):
+        self.current_epoch = epoch
+        self.estimated_stepping_batches = steps
+
+
+def test_param_groups_backbone_and_rest():
+    module = make_module()
+    module._trainer = FakeTrainer()
+    optimizer = module.configure_optimizers()["optimizer"]
+    assert isinstance(optimizer, torch.optim.AdamW)
+    groups = {g["name"]: g for g in optimizer.param_groups}
+    assert groups["transformer_heads"]["lr"] == 1e-4 and groups["backbone"]["lr"] == 1e-5
+    assert all(g["weight_decay"] == 1e-4 for g in optimizer.param_groups)
+    named = dict(module.model.named_parameters())
+    backbone_ids = {id(p) for n, p in named.items() if n.startswith("backbone.") and p.requires_grad}
+    assert {id(p) for p in groups["backbone"]["params"]} == backbone_ids
+    trainable = {id(p) for p in module.model.parameters() if p.requires_grad}
+    in_groups = [id(p) for g in optimizer.param_groups for p in g["params"]]
+    assert len(in_groups) == len(set(in_groups)) and set(in_groups) == trainable  # each trained param once
+    frozen = [n for n, p in named.items() if not p.requires_grad]
+    assert any(n.startswith("backbone.body.conv1") for n in frozen)  # the paper freezes conv1 and layer1
+
+
+def test_step_schedule_drops_at_lr_drop():
+    module = make_module(schedule="step", lr_drop=12, gamma=0.1, warmup_steps=0)
+    for epoch, factor in ((0, 1.0), (11, 1.0), (12, 0.1), (17, 0.1)):
+        module._trainer = FakeTrainer(epoch=epoch)
+        assert module._lr_factor(step=5) == pytest.approx(factor)
+
+
+def test_cosine_schedule_with_warmup():
+    module = make_module(schedule="cosine", warmup_steps=10)
+    module._trainer = FakeTrainer(steps=110)
+    assert module._lr_factor(0) == pytest.approx(0.1)
+    assert module._lr_factor(9) == pytest.approx(1.0)
+    assert module._lr_factor(60) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.5)))
+    assert module._lr_factor(110) == pytest.approx(0.0)
+
+
+def test_unknown_schedule_is_rejected():
+    with pytest.raises(ValueError, match="optim.schedule"):
+        make_module(schedule="linear")
+
+
+def test_loss_weights_cover_auxiliary_layers():
+    weights = loss_weights(default_hparams()["criterion"], num_aux_layers=2)
+    assert weights["loss_bbox"] == 5.0 and weights["loss_bbox_1"] == 5.0 and weights["loss_giou_0"] == 2.0
+    assert "loss_ce_2" not in weights
+    assert make_module().criterion.weight_dict == loss_weights(default_hparams()["criterion"], 1)
+
+
+def test_load_from_checkpoint_rebuilds_everything(tmp_path):
+    module = make_module().eval()
+    path = tmp_path / "m.ckpt"
+    save_lightning_checkpoint(module, path)
+    loaded = VisTRLitModule.load_from_checkpoint(path, map_location="cpu").eval()
+    assert loaded.hparams.category_ids == [3, 7] and loaded.hparams.category_names == ["cat", "dog"]
+    assert loaded.model.num_frames == 2 and loaded.model.num_instances == 2 and loaded.model.num_classes == 2
+    frames = torch.randn(1, 2, 3, 32, 32)
+    with torch.no_grad():
+        a, b = module(frames), loaded(frames)
+    torch.testing.assert_close(a["pred_masks"], b["pred_masks"], rtol=0, atol=0)
+
+
+def test_training_step_logs_every_loss_and_returns_the_weighted_total(synthvis_root, synthvis_params):
+    from vistr_lit.data.datamodule import YTVISDataModule
+
+    datamodule = YTVISDataModule(
+        root=str(synthvis_root),
+        num_frames=2,
+        batch_size=2,
+        num_workers=0,
+        train_scales=[48],
+        crop_prescales=None,
+        crop_size=None,
+        synthvis=synthvis_params,
+    )
+    datamodule.setup("fit")
+    hparams = default_hparams()
+    module = VisTRLitModule(
+        net=dict(NET),
+        category_ids=datamodule.category_map.ids,
+        category_names=datamodule.category_map.names,
+        **hparams,
+    )
+    logged = {}
+    module.log = lambda name, value, **kw: logged.__setitem__(name, value)
+    module.log_dict = lambda values, **kw: logged.update(values)
+
+    class Strategy:
+        @staticmethod
+        def reduce_boolean_decision(decision, all=True):
+            return decision
+
+    module._trainer = type("T", (), {"strategy": Strategy(), "should_stop": False})()
+    batch = next(iter(datamodule.train_dataloader()))
+    loss = module.training_step(batch, 0)
+    names = {"loss_ce", "loss_bbox", "loss_giou", "loss_mask", "loss_dice", "loss_ce_0", "loss_bbox_0"}
+    assert {f"train/{n}" for n in names} <= set(logged)
+    expected = sum(module.criterion.weight_dict[k[6:]] * v for k, v in logged.items() if k != "train/loss")
+    torch.testing.assert_close(loss.detach(), expected)
+    loss.backward()
+    assert module.model.class_embed.weight.grad is not None
