@@ -18,6 +18,7 @@ from vistr_lit.inference.track import Track, decode_mask
 GOLDEN_RATIO = 0.618033988749895  # hue step: consecutive track ids get well-separated hues
 MASK_ALPHA = 0.5
 BOX_WIDTH = 2
+CAPTION_TEXT_COLOUR = "black"
 VIDEO_CODEC = "libx264"
 VIDEO_PIXEL_FORMAT = "yuv420p"  # plays everywhere; needs even width and height
 GIF_FRAME_UNIT = 1000  # imageio's GIF duration is in milliseconds
@@ -47,7 +48,13 @@ def draw_tracks(frame: Tensor, masks: Tensor, track_ids: list[int], captions: li
     colours = [track_colour(track_ids[k]) for k in nonempty]
     frame = draw_segmentation_masks(frame, masks, alpha=MASK_ALPHA, colors=colours)
     return draw_bounding_boxes(
-        frame, masks_to_boxes(masks), labels=[captions[k] for k in nonempty], colors=colours, width=BOX_WIDTH
+        frame,
+        masks_to_boxes(masks),
+        labels=[captions[k] for k in nonempty],
+        colors=colours,
+        width=BOX_WIDTH,
+        label_colors=CAPTION_TEXT_COLOUR,
+        fill_labels=True,  # caption on a box-coloured background: readable on any frame
     )
 
 
