@@ -8,6 +8,7 @@ from pycocotools import mask as mask_utils
 from ytvis_samples import HEIGHT, WIDTH, box_mask, make_raw
 
 from vistr_lit.data.synthetic import encode_uncompressed_rle
+from vistr_lit.data.validation import validate_ytvis
 from vistr_lit.data.ytvis import (
     AnnotationError,
     CategoryMap,
@@ -15,7 +16,6 @@ from vistr_lit.data.ytvis import (
     hash_split,
     load_ytvis,
     parse_ytvis,
-    validate_ytvis,
 )
 
 

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from vistr_lit.data.ytvis import parse_ytvis, validate_ytvis
+from vistr_lit.data.validation import validate_ytvis
+from vistr_lit.data.ytvis import parse_ytvis
 
 
 @dataclass
