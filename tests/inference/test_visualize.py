@@ -35,11 +35,11 @@ def test_track_colours_are_stable_and_distinct():
 
 def test_draw_tracks_tints_the_mask_only():
     frame = torch.zeros(3, HEIGHT, WIDTH, dtype=torch.uint8)
-    drawn = draw_tracks(frame, square(5)[None], [3], ["cat 0.90"])
+    drawn = draw_tracks(frame, square(5, side=20)[None], [3], ["cat 0.90"])
     colour = torch.tensor(track_colour(3), dtype=torch.float32)
-    inside = drawn[:, 10, 10].float()
+    inside = drawn[:, 21, 15].float()  # below the caption, inside the box
     torch.testing.assert_close(inside, colour * 0.5, atol=1.0, rtol=0)
-    assert drawn[:, 28, 35].tolist() == [0, 0, 0]  # far from mask, box and caption
+    assert drawn[:, 28, 38].tolist() == [0, 0, 0]  # far from mask, box and caption
     assert draw_tracks(frame, torch.zeros(1, HEIGHT, WIDTH, dtype=torch.bool), [3], ["x"]).equal(frame)
 
 
