@@ -17,6 +17,8 @@ from vistr_lit.evaluation import (
     write_results_json,
 )
 
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # pycocotools
+
 
 def _masks(seed: int, num_frames=4, h=7, w=9) -> np.ndarray:
     return np.random.default_rng(seed).random((num_frames, h, w)) > 0.5
