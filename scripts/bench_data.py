@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from vistr_lit.data.clips import ClipSampler, YTVISClipDataset, collate_clips
-from vistr_lit.data.synthetic import ensure_synthvis
+from vistr_lit.data.synthvis import ensure_synthvis
 from vistr_lit.data.transforms import build_train_transform
 from vistr_lit.data.ytvis import load_ytvis
 

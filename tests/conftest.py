@@ -36,6 +36,6 @@ def synthvis_params() -> dict:
 def synthvis_root(tmp_path_factory) -> Path:
     """A tiny synthvis (6 train / 3 valid videos of 3-10 frames, 48x64 and 64x80) generated once per session:
     ``root/train.json``, ``root/valid.json``, ``root/{train,valid}/JPEGImages``."""
-    from vistr_lit.data.synthetic import ensure_synthvis
+    from vistr_lit.data.synthvis import ensure_synthvis
 
     return ensure_synthvis(tmp_path_factory.mktemp("synthvis") / "synthvis", **SYNTHVIS_TEST_PARAMS)

@@ -9,7 +9,8 @@ import pytest
 from pycocotools import mask as mask_utils
 
 from vistr_lit.data.check import check_dataset
-from vistr_lit.data.synthetic import STAMP_FILE, SynthvisConfig, ensure_synthvis, generate_synthvis, main
+from vistr_lit.data.synthetic import main
+from vistr_lit.data.synthvis import STAMP_FILE, SynthvisConfig, ensure_synthvis, generate_synthvis
 from vistr_lit.data.synthvis_render import CATEGORIES, render_video
 from vistr_lit.data.ytvis import load_ytvis
 

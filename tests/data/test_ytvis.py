@@ -7,7 +7,7 @@ import pytest
 from pycocotools import mask as mask_utils
 from ytvis_samples import HEIGHT, WIDTH, box_mask, make_raw
 
-from vistr_lit.data.synthetic import encode_uncompressed_rle
+from vistr_lit.data.synthvis import encode_uncompressed_rle
 from vistr_lit.data.validation import validate_ytvis
 from vistr_lit.data.ytvis import (
     AnnotationError,

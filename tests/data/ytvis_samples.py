@@ -7,7 +7,7 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from vistr_lit.data.synthetic import encode_uncompressed_rle, mask_bbox
+from vistr_lit.data.synthvis import encode_uncompressed_rle, mask_bbox
 
 HEIGHT, WIDTH = 24, 32
 FRAME_STEP = 5

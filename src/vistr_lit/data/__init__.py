@@ -9,7 +9,7 @@ from vistr_lit.data.clips import (
     collate_videos,
 )
 from vistr_lit.data.datamodule import ShardSampler, YTVISDataModule
-from vistr_lit.data.synthetic import SynthvisConfig, ensure_synthvis, generate_synthvis
+from vistr_lit.data.synthvis import SynthvisConfig, ensure_synthvis, generate_synthvis
 from vistr_lit.data.transforms import build_eval_transform, build_train_transform
 from vistr_lit.data.ytvis import (
     AnnotationError,

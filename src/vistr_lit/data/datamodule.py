@@ -20,7 +20,7 @@ from vistr_lit.data.clips import (
     collate_clips,
     collate_videos,
 )
-from vistr_lit.data.synthetic import ensure_synthvis
+from vistr_lit.data.synthvis import ensure_synthvis
 from vistr_lit.data.transforms import build_eval_transform, build_train_transform
 from vistr_lit.data.ytvis import CategoryMap, YTVISData, hash_split, load_ytvis
 

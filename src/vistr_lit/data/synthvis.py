@@ -1,6 +1,6 @@
 """synthvis: a small synthetic video instance segmentation dataset in the exact YouTube-VIS 2019 format.
 
-``python -m vistr_lit.data.synthetic --out DIR [--train-videos N --valid-videos N --seed S ...]`` writes
+``generate_synthvis(DIR, SynthvisConfig(...))`` (CLI: ``python -m vistr_lit.data.synthetic``) writes
 ``DIR/{train,valid}/JPEGImages/<video>/<frame>.jpg`` (frame numbers skip: 00000, 00005, ...) and
 ``DIR/{train,valid}.json`` (uncompressed RLE, ``null`` for absent frames), deterministic for a seed.
 ``ensure_synthvis(root, **params)`` generates it on first use (atomically, safe when several processes race).
@@ -8,12 +8,11 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -179,39 +178,3 @@ def ensure_synthvis(root: str | Path, **params) -> Path:
             f"{stamp_path}: synthvis there was made with other parameters (found, wanted): {diff}"
         )
     return root
-
-
-def _parse_sizes(text: str) -> tuple[tuple[int, int], ...]:
-    try:
-        return tuple(tuple(int(x) for x in part.lower().split("x")) for part in text.split(","))
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(
-            f"--sizes must look like 96x128,128x160 (HxW), got {text!r}"
-        ) from err
-
-
-def main(argv: list[str] | None = None) -> None:
-    defaults = SynthvisConfig()
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", required=True, type=Path, help="output folder (must not exist or be empty)")
-    parser.add_argument(
-        "--videos", "--train-videos", dest="train_videos", type=int, default=defaults.train_videos
-    )
-    parser.add_argument("--valid-videos", type=int, default=defaults.valid_videos)
-    parser.add_argument("--sizes", type=_parse_sizes, default=defaults.sizes, help="frame sizes HxW,HxW,...")
-    for f in fields(SynthvisConfig):
-        if f.name not in ("train_videos", "valid_videos", "sizes"):
-            parser.add_argument(
-                f"--{f.name.replace('_', '-')}",
-                type=type(getattr(defaults, f.name)),
-                default=getattr(defaults, f.name),
-            )
-    args = vars(parser.parse_args(argv))
-    out = args.pop("out")
-    cfg = SynthvisConfig(**args)
-    generate_synthvis(out, cfg)
-    print(f"synthvis written to {out}: {cfg.train_videos} train / {cfg.valid_videos} valid, seed {cfg.seed}")
-
-
-if __name__ == "__main__":
-    main()
