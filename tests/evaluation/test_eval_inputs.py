@@ -105,6 +105,11 @@ def test_results_must_be_rle():
         (lambda gt: gt["videos"].append(dict(gt["videos"][0])), ("video 5", "duplicate")),
         (lambda gt: gt["videos"][0].pop("height"), ("video 5", "'height'")),
         (lambda gt: gt["annotations"][0].__setitem__("iscrowd", 2), ("annotation 7", "'iscrowd'")),
+        (lambda gt: gt["annotations"].append(5), ("annotations[1]", "expected an object")),
+        (
+            lambda gt: gt["annotations"][0]["segmentations"].__setitem__(0, "x"),
+            ("annotation 7", "segmentations[0]"),
+        ),
     ],
 )
 def test_bad_ground_truth(mutate, fragments):

@@ -68,6 +68,8 @@ def _load_json(source: dict | list | str | Path, what: str):
 
 
 def _int_field(obj: dict, key: str, where: str) -> int:
+    if not isinstance(obj, dict):
+        raise YTVISFormatError(f"{where}: expected an object, got {type(obj).__name__}")
     if key not in obj:
         raise YTVISFormatError(f"{where}: missing field '{key}'")
     value = obj[key]
@@ -205,9 +207,12 @@ def load_ground_truth(source: dict | str | Path) -> GroundTruth:
     annotations: dict[int, list[dict]] = {}
     seen_ids: set[int] = set()
     anns = data.get("annotations") or []  # OVIS tolerates `annotations: null`
-    labelled = ["occlusion" in a for a in anns]
+    if not isinstance(anns, list):
+        raise YTVISFormatError(f"ground truth: 'annotations' must be a list, got {type(anns).__name__}")
+    labelled = [isinstance(a, dict) and "occlusion" in a for a in anns]
     if any(labelled) and not all(labelled):
-        first = anns[labelled.index(False)].get("id")
+        first = anns[labelled.index(False)]
+        first = first.get("id") if isinstance(first, dict) else first
         raise YTVISFormatError(f"ground truth annotation {first}: missing field 'occlusion' (others have it)")
     for i, ann in enumerate(anns):
         ann_id = _int_field(ann, "id", f"ground truth annotations[{i}]")
@@ -223,7 +228,7 @@ def load_ground_truth(source: dict | str | Path) -> GroundTruth:
         if "iscrowd" not in ann:
             raise YTVISFormatError(f"{where}: missing field 'iscrowd'")
         if ann["iscrowd"] not in (0, 1):  # True/False compare equal to 1/0
-            raise YTVISFormatError(f"{where}: field 'iscrowd' must be 0 or 1, got {ann.get('iscrowd')!r}")
+            raise YTVISFormatError(f"{where}: field 'iscrowd' must be 0 or 1, got {ann['iscrowd']!r}")
         num_frames = videos[vid].num_frames
         _list_field(ann, "segmentations", num_frames, where)
         for f, area in enumerate(_list_field(ann, "areas", num_frames, where)):
