@@ -115,6 +115,7 @@ def test_cli_and_ensure(tmp_path, capsys):
     with pytest.raises(FileExistsError):
         main(["--out", str(tmp_path / "cli")])
     root = ensure_synthvis(tmp_path / "ens", **SMALL)
+    assert root.stat().st_mode & 0o777 == 0o755
     stamp = (root / STAMP_FILE).stat().st_mtime_ns
     assert ensure_synthvis(tmp_path / "ens", **SMALL) == root  # present: not regenerated
     assert (root / STAMP_FILE).stat().st_mtime_ns == stamp

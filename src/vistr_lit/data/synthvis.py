@@ -23,6 +23,7 @@ from vistr_lit.data.synthvis_render import CATEGORIES, render_video
 FORMAT_VERSION = 1
 STAMP_FILE = "synthvis.json"
 SPLITS = ("train", "valid")
+DATASET_DIR_MODE = 0o755
 
 
 @dataclass(frozen=True)
@@ -160,6 +161,7 @@ def ensure_synthvis(root: str | Path, **params) -> Path:
         tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
         try:
             generate_synthvis(tmp, cfg)
+            tmp.chmod(DATASET_DIR_MODE)  # mkdtemp makes it owner-only; the dataset is meant to be shared
             try:
                 os.rename(tmp, root)  # atomic; fails if another process finished first
             except OSError as err:
