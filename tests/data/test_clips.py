@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from ytvis_samples import HEIGHT, WIDTH
+from ytvis_samples import HEIGHT, WIDTH, make_raw, write_dataset
 
 from vistr_lit.data.clips import (
     ClipSampler,
@@ -182,3 +182,16 @@ def test_missing_or_wrong_size_frame_names_file_and_video(tiny_dataset):
     (root / "vid_a" / "00010.jpg").write_bytes((root / "vid_a" / "00000.jpg").read_bytes()[:50])
     with pytest.raises(OSError, match=r"vid_a/00010.jpg \(video 1, frame 2\)"):
         ds[0]
+
+
+def test_video_without_instances_gives_empty_targets(tmp_path):
+    raw = make_raw()
+    raw["annotations"] = [a for a in raw["annotations"] if a["video_id"] != 7]
+    ann = write_dataset(tmp_path, raw)
+    ds = YTVISClipDataset(load_ytvis(ann), tmp_path / "JPEGImages", ClipSampler(3), no_aug(), video_ids=[7])
+    frames, target = ds[0]
+    assert frames.shape == (3, 3, HEIGHT, WIDTH)
+    assert target["labels"].shape == (0,) and target["boxes"].shape == (0, 3, 4)
+    assert target["masks"].shape == (0, 3, HEIGHT, WIDTH) and target["valid"].shape == (0, 3)
+    batch = collate_clips([(frames, target), ds[0]])
+    assert batch["targets"][1]["masks"].shape == (0, 3, HEIGHT, WIDTH)
