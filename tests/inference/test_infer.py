@@ -111,3 +111,14 @@ def test_category_mismatch_and_unreadable_input_are_reported(checkpoint, tmp_pat
     (tmp_path / "other.json").write_text(json.dumps(gt))
     with pytest.raises(ValueError, match="differ from the checkpoint"):
         run_inference(infer_config(checkpoint, tmp_path / "other.json", tmp_path / "out"), tmp_path / "out")
+
+
+def test_authors_pth_checkpoint_is_converted_on_the_fly(tmp_path):
+    from vistr_lit.infer import load_model
+    from vistr_lit.models.checkpoint_import import random_reference_state_dict
+
+    key_list = Path(__file__).resolve().parents[1] / "models" / "reference" / "vistr_r50_state_dict.txt"
+    torch.save({"model": random_reference_state_dict(key_list)}, tmp_path / "vistr_r50.pth")
+    model, category_ids, names = load_model(str(tmp_path / "vistr_r50.pth"))
+    assert (model.num_frames, model.num_instances, model.num_classes) == (36, 10, 40)
+    assert category_ids == list(range(1, 41)) and len(names) == 40 and not model.training
