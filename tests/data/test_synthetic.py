@@ -112,8 +112,16 @@ def test_cli_and_ensure(tmp_path, capsys):
     assert "2 train / 1 valid" in capsys.readouterr().out
     assert len(load_ytvis(tmp_path / "cli" / "train.json").videos) == 2
     assert load_ytvis(tmp_path / "cli" / "valid.json").has_annotations
-    with pytest.raises(FileExistsError):
-        main(["--out", str(tmp_path / "cli")])
+    cli_args = ["--out", str(tmp_path / "cli"), "--videos", "2", "--valid-videos", "1", "--sizes", "32x40"]
+    main([*cli_args, "--max-length", "4"])  # same dataset: nothing to do
+    assert "already present" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="other parameters"):
+        main(cli_args)
+    (tmp_path / "junk" / "x").mkdir(parents=True)
+    with pytest.raises(SystemExit, match="not empty"):
+        main(["--out", str(tmp_path / "junk")])
+    with pytest.raises(SystemExit):
+        main(["--out", str(tmp_path / "bad"), "--min-length", "9", "--max-length", "3"])
     root = ensure_synthvis(tmp_path / "ens", **SMALL)
     assert root.stat().st_mode & 0o777 == 0o755
     stamp = (root / STAMP_FILE).stat().st_mtime_ns

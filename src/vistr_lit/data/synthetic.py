@@ -1,11 +1,13 @@
 """CLI of the synthvis generator: ``python -m vistr_lit.data.synthetic --out DIR [--videos N --seed S ...]``.
 
 Every field of :class:`SynthvisConfig` is a flag (``--valid-videos``, ``--sizes 96x128,128x160``, ...).
+Re-running with the same parameters is a no-op; a folder holding anything else is an error (exit 1).
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import fields
 from pathlib import Path
 
@@ -31,7 +33,9 @@ def _parse_sizes(text: str) -> tuple[tuple[int, int], ...]:
 def main(argv: list[str] | None = None) -> None:
     defaults = SynthvisConfig()
     parser = argparse.ArgumentParser(description="Generate synthvis in the YouTube-VIS 2019 format.")
-    parser.add_argument("--out", required=True, type=Path, help="output folder (must not exist or be empty)")
+    parser.add_argument(
+        "--out", required=True, type=Path, help="new or empty folder (or one holding this very dataset)"
+    )
     parser.add_argument(
         "--videos", "--train-videos", dest="train_videos", type=int, default=defaults.train_videos
     )
@@ -46,8 +50,18 @@ def main(argv: list[str] | None = None) -> None:
             )
     args = vars(parser.parse_args(argv))
     out = args.pop("out")
-    cfg = SynthvisConfig(**args)
-    generate_synthvis(out, cfg)
+    try:
+        cfg = SynthvisConfig(**args)
+    except ValueError as err:
+        parser.error(str(err))
+    try:
+        if (out / STAMP_FILE).exists():  # idempotent: the same dataset is already there
+            ensure_synthvis(out, **args)
+            print(f"synthvis already present in {out} with these parameters: nothing to do")
+            return
+        generate_synthvis(out, cfg)
+    except (ValueError, FileExistsError) as err:
+        sys.exit(f"error: {err}")
     print(f"synthvis written to {out}: {cfg.train_videos} train / {cfg.valid_videos} valid, seed {cfg.seed}")
 
 
