@@ -2,11 +2,11 @@
 
     python scripts/ablation_table.py RUNS_DIR [--baseline ablate_baseline] [--out table.md]
 
-Every directory under RUNS_DIR (any depth) that holds ``metrics.json`` and ``.hydra/config.yaml`` is one run; runs
-are grouped by ``experiment_name`` and summarised over their seeds as mean ± sample std of ``val/AP``, ``val/AP50``
-and ``val/AP75`` (in AP points, ×100), with ΔAP against the baseline's mean. Given a folder of
-Hydra sweeps (e.g. ``multirun/``), the newest sweep is read. ``make ablations`` runs
-``python -m vistr_lit.train --multirun '+experiment=glob(ablate_*)' seed=1,2`` and then this script on ``multirun``.
+Every directory under RUNS_DIR (any depth) that holds ``metrics.json`` and ``.hydra/config.yaml`` is one
+run; runs are grouped by ``experiment_name`` and summarised over their seeds as mean ± sample std of
+``val/AP``, ``val/AP50`` and ``val/AP75`` (in AP points, ×100), with ΔAP against the baseline's mean. Given
+a folder of Hydra sweeps (e.g. ``multirun/``), the newest sweep is read. ``make ablations`` runs ``python -m
+vistr_lit.train --multirun '+experiment=glob(ablate_*)' seed=1,2`` and then this script on ``multirun``.
 """
 
 import argparse
@@ -23,7 +23,7 @@ POINTS = 100.0  # fractions -> AP points
 
 
 def latest_sweep(root: Path) -> Path:
-    """``root`` itself when it is one sweep (or plain runs); else its newest Hydra sweep folder (holds multirun.yaml)."""
+    """``root`` if it is one sweep (or plain runs), else its newest Hydra sweep (folder with multirun.yaml)."""
     if (root / "multirun.yaml").is_file():
         return root
     sweeps = sorted(p.parent for p in root.glob("*/multirun.yaml"))
@@ -31,7 +31,7 @@ def latest_sweep(root: Path) -> Path:
 
 
 def read_runs(root: Path) -> dict[str, list[dict]]:
-    """experiment_name -> list of {"seed", "metrics", "dir"}; raises on a run with an unreadable or partial file."""
+    """experiment_name -> list of {"seed", "metrics", "dir"}; raises on a missing or partial file."""
     runs: dict[str, list[dict]] = defaultdict(list)
     for metrics_file in sorted(root.rglob("metrics.json")):
         run_dir = metrics_file.parent

@@ -1,4 +1,4 @@
-"""Every config composes, and every experiment changes exactly what it says (values asserted, nothing else)."""
+"""Every config composes; every experiment changes exactly what it says (values asserted, nothing else)."""
 
 from pathlib import Path
 

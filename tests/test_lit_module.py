@@ -1,4 +1,4 @@
-"""VisTRLitModule: optimizer groups and schedule as the paper writes them, hyper-parameters that rebuild it."""
+"""VisTRLitModule: optimizer groups and schedule as the paper writes them; hyper-parameters rebuild it."""
 
 import math
 

@@ -9,12 +9,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from train_helpers import compose_run, tiny_overrides
 
+from train_helpers import compose_run, tiny_overrides
 from vistr_lit.eval import run_evaluation
 from vistr_lit.lit_module import NonFiniteLossError, VisTRLitModule
 from vistr_lit.train import run_training
 
+LEARNING_STEPS = 60
+LEARNED_AP = 0.2  # an untrained model scores ~0
 STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 
 
@@ -213,3 +215,23 @@ def test_multirun_two_jobs_and_the_ablation_table(tmp_path, synthvis_root, synth
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| ablate_")]
     assert [r.split("|")[1].strip() for r in rows] == ["ablate_baseline", "ablate_enc3"]
     assert rows[0].split("|")[4].strip() == "—"
+
+
+def test_short_training_learns_the_training_videos(run):
+    """Learning, not just running: a short training fits the tiny training videos to a non-trivial AP."""
+    metrics, _ = run(
+        [
+            "data.val_ann=train.json",
+            "data.val_frames=train/JPEGImages",
+            "data.hflip_prob=0",
+            "data.photometric_prob=0",
+            "data.clips_per_video=4",
+            "model.optim.lr=1e-3",
+            "model.optim.lr_backbone=1e-3",
+            "model.optim.warmup_steps=5",
+            f"trainer.max_steps={LEARNING_STEPS}",
+            "logger=none",
+        ],
+        name="learn",
+    )
+    assert metrics["val/AP"] >= LEARNED_AP, metrics

@@ -3,11 +3,11 @@
     python -m vistr_lit.convert_checkpoint IN.pth OUT.ckpt [--ann train.json | --category-ids 1 2 ...]
                                            [--num-instances 10] [--nheads 8]
 
-``IN.pth`` is a released VisTR model (``{'model': state_dict, 'args': ...}``, ``vistr.``-prefixed keys, 42 logits).
-``OUT.ckpt`` loads with ``VisTRLitModule.load_from_checkpoint(OUT, map_location="cpu")`` and works with
-``python -m vistr_lit.eval ckpt_path=OUT.ckpt`` and ``python -m vistr_lit.infer``. The classes kept are the
-categories of ``--ann`` (a YouTube-VIS json, ids and names) or ``--category-ids`` (default: every id in the file).
-Training, post-processing and predictor settings are the config tree's defaults (conf/model/).
+``IN.pth`` is a released VisTR model (``{'model': state_dict, 'args': ...}``, ``vistr.``-prefixed keys, 42
+logits). ``OUT.ckpt`` loads with ``VisTRLitModule.load_from_checkpoint(OUT, map_location="cpu")`` and works
+with ``python -m vistr_lit.eval ckpt_path=OUT.ckpt`` and ``python -m vistr_lit.infer``. The classes kept are
+the categories of ``--ann`` (a YouTube-VIS json, ids and names) or ``--category-ids`` (default: every id in
+the file). Training, post-processing and predictor settings are the config tree's defaults (conf/model/).
 """
 
 import argparse
@@ -109,7 +109,8 @@ def initialize_from(module: VisTRLitModule, path: str | Path) -> ImportReport:
         missing, unexpected = sorted(expected - set(body)), sorted(set(body) - expected)
         if missing or unexpected:
             raise CheckpointError(
-                f"{path}: a torchvision ResNet that does not fit backbone {module.hparams.net.get('backbone')}: "
+                f"{path}: a torchvision ResNet that does not fit backbone "
+                f"{module.hparams.net.get('backbone')}: "
                 f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}"
             )
         module.model.load_state_dict(body, strict=False)
@@ -129,7 +130,8 @@ def _load_strict(model: torch.nn.Module, sd: dict, source: str) -> ImportReport:
     ]
     if missing or unexpected or shapes:
         raise CheckpointError(
-            f"{source} does not fit the model: missing {missing}, unexpected {unexpected}, mis-shaped {shapes}"
+            f"{source} does not fit the model: missing {missing}, unexpected {unexpected}, "
+            f"mis-shaped {shapes}"
         )
     model.load_state_dict(sd, strict=True)
     return ImportReport(loaded=sorted(sd))

@@ -1,9 +1,10 @@
 """``python -m vistr_lit.eval ckpt_path=CKPT [+experiment=NAME] [key=value ...]``: a checkpoint → statistics.
 
-Runs whole-video validation (the same ``VideoPredictor`` as training) on the configured data's validation split and
-writes ``metrics.json`` (``val/AP`` ..., fractions), ``results.json`` (YouTube-VIS results format, original category
-ids) and ``results.zip`` (the CodaLab submission) into the run's output directory. The checkpoint's own
-hyper-parameters rebuild the network; the config provides data, predictor and trainer (devices, precision).
+Runs whole-video validation (the same ``VideoPredictor`` as training) on the configured data's validation
+split and writes ``metrics.json`` (``val/AP`` ..., fractions), ``results.json`` (YouTube-VIS results format,
+original category ids) and ``results.zip`` (the CodaLab submission) into the run's output directory. The
+checkpoint's own hyper-parameters rebuild the network; the config provides data, predictor and trainer
+(devices, precision).
 """
 
 import json

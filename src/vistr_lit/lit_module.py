@@ -1,9 +1,10 @@
 """VisTRLitModule: the VisTR network, its set criterion and whole-video validation as a LightningModule.
 
-Everything is built from plain hyper-parameters (dicts of constructor arguments and the dataset's categories), so
-``VisTRLitModule.load_from_checkpoint(path, map_location="cpu")`` needs nothing else. Training consumes the batches
-of ``collate_clips`` (clips of T frames); validation consumes whole videos of any length, runs them through the
-``VideoPredictor`` (windows of T frames stitched into tracks) and scores the tracks with ``YTVISVideoAP``.
+Everything is built from plain hyper-parameters (dicts of constructor arguments and the dataset's
+categories), so ``VisTRLitModule.load_from_checkpoint(path, map_location="cpu")`` needs nothing else.
+Training consumes the batches of ``collate_clips`` (clips of T frames); validation consumes whole videos of
+any length, runs them through the ``VideoPredictor`` (windows of T frames stitched into tracks) and scores
+the tracks with ``YTVISVideoAP``.
 """
 
 import math
@@ -32,7 +33,7 @@ class NonFiniteLossError(RuntimeError):
 
 
 def loss_weights(criterion: dict, num_aux_layers: int) -> dict[str, float]:
-    """DETR-style ``weight_dict``: ``loss_ce`` .. ``loss_dice`` and the same weights for aux layer ``_{i}``."""
+    """DETR-style ``weight_dict``: ``loss_ce`` .. ``loss_dice``, the same weights for aux layers ``_{i}``."""
     base = {
         "loss_ce": criterion["ce_weight"],
         "loss_bbox": criterion["bbox_weight"],
@@ -52,7 +53,8 @@ class VisTRLitModule(L.LightningModule):
     Args:
         net: ``build_vistr`` keyword arguments except ``num_classes`` (taken from ``category_ids``).
         matcher: ``HungarianMatcher`` keyword arguments (``mode``, cost weights).
-        criterion: ``eos_coef``, ``{ce,bbox,giou,mask,dice}_weight``, ``mask_loss_resolution``, ``normalizer``.
+        criterion: ``eos_coef``, ``{ce,bbox,giou,mask,dice}_weight``, ``mask_loss_resolution``,
+            ``normalizer``.
         optim: ``lr``, ``lr_backbone``, ``weight_decay``, ``schedule`` (step | cosine), ``lr_drop`` (epochs),
             ``gamma``, ``warmup_steps``.
         postprocess: ``PostProcessVideo`` keyword arguments.
@@ -75,7 +77,8 @@ class VisTRLitModule(L.LightningModule):
         super().__init__()
         if len(category_ids) != len(category_names):
             raise ValueError(
-                f"category_ids ({len(category_ids)}) and category_names ({len(category_names)}) differ in length"
+                f"category_ids ({len(category_ids)}) and category_names ({len(category_names)}) "
+                "differ in length"
             )
         if optim["schedule"] not in SCHEDULES:
             raise ValueError(f"optim.schedule must be one of {SCHEDULES}, got {optim['schedule']!r}")
@@ -163,7 +166,7 @@ class VisTRLitModule(L.LightningModule):
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> dict:
-        """AdamW with two groups (backbone at ``lr_backbone``, the rest at ``lr``), warm-up, step or cosine decay."""
+        """AdamW, two groups (backbone: ``lr_backbone``, the rest: ``lr``); warm-up, step or cosine decay."""
         optim = self.hparams.optim
         backbone, rest = [], []
         for name, param in self.model.named_parameters():
@@ -192,10 +195,11 @@ class VisTRLitModule(L.LightningModule):
 
     # ------------------------------------------------------------------ exact resumption
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # Lightning does not store the global RNG states; without them a resumed run draws other clips/augmentations.
+        # Lightning does not store the global RNG states; without them a resumed run draws other clips and
+        # augmentations.
         checkpoint[RNG_STATE_KEY] = {
             "torch": torch.get_rng_state(),
-            "numpy": _numpy_state_to_plain(np.random.get_state()),
+            "numpy": _numpy_state_to_plain(np.random.get_state()),  # noqa: NPY002
             "python": random.getstate(),
         }
 
@@ -203,12 +207,14 @@ class VisTRLitModule(L.LightningModule):
         states = checkpoint.get(RNG_STATE_KEY)
         if states is not None and self._trainer is not None and self.trainer.state.fn == "fit":
             torch.set_rng_state(states["torch"])
-            np.random.set_state(_numpy_state_from_plain(states["numpy"]))
+            np.random.set_state(  # noqa: NPY002 (the legacy global state is what users' code seeds)
+                _numpy_state_from_plain(states["numpy"])
+            )
             random.setstate(states["python"])
 
 
 def _numpy_state_to_plain(state: tuple) -> tuple:
-    """numpy's MT19937 state with its key array as a tensor (loadable with ``torch.load(weights_only=True)``)."""
+    """numpy's MT19937 state, its key array as a tensor (loadable with ``torch.load(weights_only=True)``)."""
     name, keys, pos, has_gauss, cached = state
     return name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)
 

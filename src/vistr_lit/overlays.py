@@ -1,7 +1,8 @@
 """PredictionOverlays: a few validation videos drawn with their predicted masks, logged to W&B.
 
-Does nothing unless the trainer has a ``WandbLogger``. Each logged image is one video: up to ``max_frames`` frames
-side by side, every track in its own colour (stable across the frames), captioned with class name and score.
+Does nothing unless the trainer has a ``WandbLogger``. Each logged image is one video: up to ``max_frames``
+frames side by side, every track in its own colour (stable across the frames), captioned with class name and
+score.
 """
 
 import lightning as L
@@ -29,7 +30,7 @@ def denormalize(frames: Tensor) -> Tensor:
 
 
 def draw_video(frames: Tensor, orig_size: tuple[int, int], tracks: list[Track], max_frames: int) -> Tensor:
-    """frames float ``[V, 3, H, W]`` (normalized) + tracks (masks at ``orig_size``) → uint8 grid ``[3, H', W']``."""
+    """frames float ``[V, 3, H, W]`` (normalized), tracks (masks at ``orig_size``) → uint8 ``[3, H', W']``."""
     count = min(max_frames, frames.shape[0])
     images = F.interpolate(frames[:count].float().cpu(), size=orig_size, mode="bilinear", align_corners=False)
     drawn = []

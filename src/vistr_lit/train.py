@@ -1,8 +1,8 @@
 """``python -m vistr_lit.train [+experiment=NAME] [key=value ...]``: train VisTR, then evaluate it.
 
 Each run's output directory holds ``.hydra/config.yaml`` (as composed), ``config_resolved.yaml`` (every
-interpolation resolved), ``checkpoints/`` (``last.ckpt`` and the best by ``val/AP``) and ``metrics.json`` (the final
-validation statistics, keys as logged, e.g. ``val/AP``, values as fractions).
+interpolation resolved), ``checkpoints/`` (``last.ckpt`` and the best by ``val/AP``) and ``metrics.json``
+(the final validation statistics, keys as logged, e.g. ``val/AP``, values as fractions).
 """
 
 import json
@@ -34,7 +34,7 @@ def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
 
 
 def build_module(cfg: DictConfig, datamodule: L.LightningDataModule) -> VisTRLitModule:
-    """VisTRLitModule from ``cfg.model`` and the datamodule's categories; ``model.init_from`` weights loaded."""
+    """VisTRLitModule from ``cfg.model`` and the datamodule's categories, ``model.init_from`` loaded."""
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     init_from = model_cfg.pop("init_from")
     target = model_cfg.pop("_target_")
@@ -87,7 +87,7 @@ def build_trainer(cfg: DictConfig, callbacks: list[Callback], loggers: list[Logg
 
 
 def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
-    """``last`` means this run directory's ``checkpoints/last.ckpt`` (resume with ``hydra.run.dir=<old run>``)."""
+    """``last``: this run directory's ``checkpoints/last.ckpt`` (resume with ``hydra.run.dir=<old run>``)."""
     if ckpt_path is None:
         return None
     if ckpt_path == "last":
