@@ -108,3 +108,13 @@ def test_crop_without_final_resize_happens_at_the_prescaled_size():
     )
     out, out_masks = transform(frames, masks)
     assert 30 <= out.shape[-2] <= 40 and 30 <= out.shape[-1] <= 50 and out_masks.shape[-2:] == out.shape[-2:]
+
+
+def test_output_size_caps_the_long_side_like_detr():
+    from vistr_lit.data.transforms import output_size
+
+    assert output_size(720, 1280, 300) == (300, 533)
+    assert output_size(720, 1280, 300, 540) == (300, 533)
+    assert output_size(720, 1280, 360, 540) == (304, 540)  # the cap binds: long side 540
+    assert output_size(1280, 720, 800, 800) == (800, 450)  # max_size == size still caps (portrait)
+    assert output_size(100, 100, 80, 128) == (80, 80)

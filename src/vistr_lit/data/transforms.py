@@ -63,7 +63,8 @@ class RandomSizeCrop(v2.Transform):
 
 
 class RandomShortSideResize(v2.Transform):
-    """Resize the short side to a size drawn uniformly from ``sizes``, long side capped at ``max_size``."""
+    """Resize the short side to a size drawn uniformly from ``sizes``; if the long side would exceed
+    ``max_size``, the long side becomes ``max_size`` instead (DETR's rule, also when ``max_size <= size``)."""
 
     def __init__(self, sizes: Sequence[int], max_size: int | None = None):
         super().__init__()
@@ -73,17 +74,21 @@ class RandomShortSideResize(v2.Transform):
         self.max_size = max_size
 
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
-        return {"size": self.sizes[int(torch.randint(len(self.sizes), ()).item())]}
+        height, width = query_size(flat_inputs)
+        short = self.sizes[int(torch.randint(len(self.sizes), ()).item())]
+        return {"size": output_size(height, width, short, self.max_size)}
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
-        return self._call_kernel(
-            F.resize, inpt, size=params["size"], max_size=_cap(params["size"], self.max_size)
-        )
+        return self._call_kernel(F.resize, inpt, size=list(params["size"]))
 
 
-def _cap(size: int, max_size: int | None) -> int | None:
-    # torchvision rejects max_size <= size; a cap at or below the short side means "no cap beyond size".
-    return None if max_size is None or max_size <= size else max_size
+def output_size(height: int, width: int, short: int, max_size: int | None = None) -> tuple[int, int]:
+    """(H', W') with the short side ``short`` and the long side at most ``max_size`` (aspect ratio kept)."""
+    small, large = min(height, width), max(height, width)
+    new_small, new_large = short, int(short * large / small)
+    if max_size is not None and new_large > max_size:
+        new_small, new_large = max(1, round(max_size * small / large)), max_size
+    return (new_small, new_large) if height <= width else (new_large, new_small)
 
 
 class PerFrame(torch.nn.Module):
