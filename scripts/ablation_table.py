@@ -23,7 +23,7 @@ POINTS = 100.0  # fractions -> AP points
 
 
 def latest_sweep(root: Path) -> Path:
-    """``root`` if it is one sweep (or plain runs), else its newest Hydra sweep (folder with multirun.yaml)."""
+    """``root`` if it is one sweep (or plain runs), else its newest sweep (a folder with multirun.yaml)."""
     if (root / "multirun.yaml").is_file():
         return root
     sweeps = sorted(p.parent for p in root.glob("*/multirun.yaml"))
