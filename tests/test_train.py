@@ -234,7 +234,8 @@ LEARNING_OVERRIDES = [
 
 def test_short_training_lowers_the_loss(run):
     """Optimisation works end to end: 100 steps on the tiny training videos cut the set loss clearly."""
-    _, out = run([*LEARNING_OVERRIDES, "trainer.max_steps=100", "logger=csv", "final_eval=false"], name="loss")
+    overrides = [*LEARNING_OVERRIDES, "trainer.max_steps=100", "logger=csv", "final_eval=false"]
+    _, out = run(overrides, name="loss")
     rows = list(csv.DictReader((out / "csv" / "metrics.csv").open()))
     losses = [float(r["train/loss"]) for r in rows if r.get("train/loss")]
     assert len(losses) == 100
@@ -245,5 +246,6 @@ def test_short_training_lowers_the_loss(run):
 @pytest.mark.slow
 def test_short_training_learns_the_training_videos(run):
     """Learning, not just running: a short training fits the tiny training videos to a non-trivial AP."""
-    metrics, _ = run([*LEARNING_OVERRIDES, f"trainer.max_steps={LEARNING_STEPS}", "logger=none"], name="learn")
+    overrides = [*LEARNING_OVERRIDES, f"trainer.max_steps={LEARNING_STEPS}", "logger=none"]
+    metrics, _ = run(overrides, name="learn")
     assert metrics["val/AP"] >= LEARNED_AP, metrics
