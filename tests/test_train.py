@@ -252,5 +252,6 @@ def test_short_training_learns_the_training_videos(run):
 
 
 def test_bf16_mixed_precision_on_cpu(run):
-    metrics, _ = run(["trainer.fast_dev_run=true", "trainer.precision=bf16-mixed", "logger=none"], name="bf16")
+    overrides = ["trainer.fast_dev_run=true", "trainer.precision=bf16-mixed", "logger=none"]
+    metrics, _ = run(overrides, name="bf16")
     assert 0.0 <= metrics["val/AP"] <= 1.0
