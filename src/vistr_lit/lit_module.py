@@ -107,7 +107,8 @@ class VisTRLitModule(L.LightningModule):
                 raise ValueError(
                     "VisTRLitModule validation needs a datamodule that provides the ground truth"
                 )
-            self.val_metric = YTVISVideoAP(datamodule.val_gt)
+            if datamodule.val_gt is not None:  # None: the datamodule has no validation split
+                self.val_metric = YTVISVideoAP(datamodule.val_gt)
 
     # ------------------------------------------------------------------ training
     def forward(self, frames: Tensor, pad_mask: Tensor | None = None) -> dict:
