@@ -14,7 +14,11 @@ from vistr_lit.models import (
     load_checkpoint_file,
     load_vistr_checkpoint,
 )
-from vistr_lit.models.checkpoint_import import random_reference_state_dict, rename_author_keys
+from vistr_lit.models.checkpoint_import import (
+    infer_build_kwargs,
+    random_reference_state_dict,
+    rename_author_keys,
+)
 
 KEY_LIST = Path(__file__).parent / "reference" / "vistr_r50_state_dict.txt"
 R50_KWARGS = {
@@ -183,3 +187,12 @@ def test_unsafe_or_malformed_files_are_refused(tmp_path):
         load_checkpoint_file(tmp_path / "missing.pth")
     with pytest.raises(CheckpointError, match="not an authors' VisTR/DETR file"):
         convert_vistr_state_dict({"backbone.body.conv1.weight": torch.zeros(1)})
+
+
+def test_inferred_options_beyond_the_original_appear_only_when_needed(reference_sd):
+    ours, kwargs = convert_vistr_state_dict(reference_sd)
+    assert "mask_deformable" not in kwargs and "backbone_norm" not in kwargs
+    plain = {k: v for k, v in ours.items() if not k.startswith("mask_head.conv_offset.")}
+    plain["backbone.body.bn1.num_batches_tracked"] = torch.tensor(0)
+    inferred = infer_build_kwargs(plain)
+    assert inferred["mask_deformable"] is False and inferred["backbone_norm"] == "batch"

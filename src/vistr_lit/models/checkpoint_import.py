@@ -141,7 +141,13 @@ def infer_build_kwargs(
         )
     attention = "bbox_attention.q_linear.weight" in sd
     lay1_in = _require(sd, "mask_head.lay1.weight", source).shape[1]
-    return {
+    # Options beyond the original appear only when a state dict needs them (the authors' never do).
+    extra: dict = {}
+    if "mask_head.conv_offset.weight" not in sd:
+        extra["mask_deformable"] = False
+    if any(k.startswith("backbone.") and k.endswith("num_batches_tracked") for k in sd):
+        extra["backbone_norm"] = "batch"
+    return extra | {
         "num_classes": _require(sd, "class_embed.weight", source).shape[0] - 1,
         "num_frames": num_queries // num_instances,
         "num_instances": num_instances,
