@@ -94,6 +94,8 @@ def test_eval_is_deterministic_and_train_uses_dropout():
         {"aux_loss": False},
         {"attention_dropout": 0.1},
         {"trainable_stages": ()},
+        {"backbone_norm": "batch", "trainable_stages": ("conv1", "layer1", "layer2", "layer3", "layer4")},
+        {"mask_deformable": False},
     ],
 )
 def test_every_variant_builds_trains_and_runs(kwargs):
@@ -106,6 +108,28 @@ def test_every_variant_builds_trains_and_runs(kwargs):
     for name, param in model.named_parameters():
         if param.requires_grad:
             assert param.grad is not None and torch.isfinite(param.grad).all(), name
+
+
+def test_plain_mask_conv_equals_the_dcn_at_zero_offsets():
+    """``mask_deformable=False`` is the DCN's starting point: same outputs while the offsets are zero."""
+    deformable = tiny_vistr(seed=3)
+    plain = tiny_vistr(seed=4, mask_deformable=False)
+    assert plain.mask_head.conv_offset is None
+    state = {k: v for k, v in deformable.state_dict().items() if "conv_offset" not in k}
+    plain.load_state_dict(state)
+    frames = torch.randn(1, 3, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(plain(frames)["pred_masks"], deformable(frames)["pred_masks"])
+
+
+def test_backbone_norm_choices():
+    from torch import nn
+    from torchvision.ops import FrozenBatchNorm2d
+
+    assert isinstance(tiny_vistr(backbone_norm="batch").backbone.body.bn1, nn.BatchNorm2d)
+    assert isinstance(tiny_vistr().backbone.body.bn1, FrozenBatchNorm2d)
+    with pytest.raises(ValueError, match="unknown backbone norm 'group'"):
+        tiny_vistr(backbone_norm="group")
 
 
 def test_temporal_fusion_modes_agree_on_one_frame():

@@ -23,7 +23,12 @@ STEM_STRIDE = 4  # conv1 (stride 2) then max-pool (stride 2)
 STAGE_WIDTHS = (64, 128, 256, 512)  # torchvision's per-stage base widths (times block.expansion)
 
 
-def _build_resnet(name: str, dilation: bool, pretrained: str | None) -> ResNet:
+# "frozen": FrozenBatchNorm2d (the original; right for pretrained weights). "batch": trainable BatchNorm2d,
+# for training a backbone from scratch, where frozen identity statistics would leave the ResNet unnormalized.
+NORMS: dict[str, type[nn.Module]] = {"frozen": FrozenBatchNorm2d, "batch": nn.BatchNorm2d}
+
+
+def _build_resnet(name: str, dilation: bool, pretrained: str | None, norm: str = "frozen") -> ResNet:
     if name not in RESNET_ARCHS:
         raise ValueError(f"unknown backbone {name!r}; choose one of {sorted(RESNET_ARCHS)}")
     block, layers = RESNET_ARCHS[name]
@@ -31,14 +36,17 @@ def _build_resnet(name: str, dilation: bool, pretrained: str | None) -> ResNet:
         raise ValueError(
             f"backbone {name!r} uses BasicBlock, whose last stage cannot be dilated (dilation=True)"
         )
+    if norm not in NORMS:
+        raise ValueError(f"unknown backbone norm {norm!r}; choose one of {sorted(NORMS)}")
     dilate = [False, False, dilation]
+    norm_layer = NORMS[norm]
     if pretrained is None:
-        return ResNet(block, list(layers), norm_layer=FrozenBatchNorm2d, replace_stride_with_dilation=dilate)
+        return ResNet(block, list(layers), norm_layer=norm_layer, replace_stride_with_dilation=dilate)
     if name == "resnet10":
         raise ValueError("backbone 'resnet10' has no published weights; use pretrained_backbone=None")
     weights = torchvision.models.get_model_weights(name)[pretrained]
     return torchvision.models.get_model(
-        name, weights=weights, norm_layer=FrozenBatchNorm2d, replace_stride_with_dilation=dilate
+        name, weights=weights, norm_layer=norm_layer, replace_stride_with_dilation=dilate
     )
 
 
@@ -66,6 +74,8 @@ class Backbone(nn.Module):
         trainable_stages: subset of ``STAGES`` whose parameters train (original: layer2-4).
         dilation: dilate layer4 instead of striding it (DC5); Bottleneck backbones only.
         pretrained: torchvision weights name (e.g. ``"IMAGENET1K_V1"``) or None for random init.
+        norm: ``"frozen"`` (FrozenBatchNorm2d, the original) or ``"batch"`` (trainable BatchNorm2d, for
+            backbones trained from scratch).
 
     Attributes:
         num_channels: channels of layer1..layer4.
@@ -78,12 +88,13 @@ class Backbone(nn.Module):
         trainable_stages: Sequence[str] = ("layer2", "layer3", "layer4"),
         dilation: bool = False,
         pretrained: str | None = None,
+        norm: str = "frozen",
     ) -> None:
         super().__init__()
         unknown = set(trainable_stages) - set(STAGES)
         if unknown:
             raise ValueError(f"unknown trainable_stages {sorted(unknown)}; choose from {STAGES}")
-        body = _build_resnet(name, dilation, pretrained)
+        body = _build_resnet(name, dilation, pretrained, norm)
         del body.fc, body.avgpool
         self.body = body
         for param_name, param in self.body.named_parameters():

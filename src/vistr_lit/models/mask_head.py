@@ -71,9 +71,19 @@ class MaskHeadSmallConv(nn.Module):
         fpn_dims: channels of the backbone's layer3, layer2, layer1 features.
         context_dim: transformer width C (sets the inner widths C/2 .. C/16).
         strides: strides of the input (layer4) and of the three FPN levels, e.g. (32, 16, 8, 4).
+        deformable: the last 3×3 conv is deformable (original). False makes it a plain conv with the same
+            weight (the DCN's starting point) and no offset branch: torchvision's CPU deform_conv2d backward
+            dominates a small model's training step on CPU.
     """
 
-    def __init__(self, dim: int, fpn_dims: Sequence[int], context_dim: int, strides: Sequence[int]) -> None:
+    def __init__(
+        self,
+        dim: int,
+        fpn_dims: Sequence[int],
+        context_dim: int,
+        strides: Sequence[int],
+        deformable: bool = True,
+    ) -> None:
         super().__init__()
         inter = [dim] + [context_dim // 2**i for i in range(1, 5)]
         if min(inter) < 1:
@@ -89,7 +99,7 @@ class MaskHeadSmallConv(nn.Module):
         self.lay4 = nn.Conv2d(inter[2], inter[3], 3, padding=1)
         self.gn4 = _group_norm(FPN_GROUPS, inter[3])
         self.gn5 = _group_norm(FPN_GROUPS, inter[4])
-        self.conv_offset = nn.Conv2d(inter[3], 2 * DCN_KERNEL * DCN_KERNEL, 1)
+        self.conv_offset = nn.Conv2d(inter[3], 2 * DCN_KERNEL * DCN_KERNEL, 1) if deformable else None
         self.dcn = nn.Conv2d(inter[3], inter[4], DCN_KERNEL, padding=DCN_KERNEL // 2, bias=False)
         self.adapter1 = nn.Conv2d(fpn_dims[0], inter[1], 1)
         self.adapter2 = nn.Conv2d(fpn_dims[1], inter[2], 1)
@@ -99,7 +109,8 @@ class MaskHeadSmallConv(nn.Module):
                 nn.init.kaiming_uniform_(m.weight, a=1)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
-        nn.init.zeros_(self.conv_offset.weight)  # offsets start at 0: the DCN begins as a plain conv
+        if self.conv_offset is not None:
+            nn.init.zeros_(self.conv_offset.weight)  # offsets start at 0: the DCN begins as a plain conv
 
     def forward(
         self,
@@ -156,12 +167,15 @@ class MaskHeadSmallConv(nn.Module):
             k = keep(x, self.strides[level + 1])
             if len(ops) > 1:
                 x = F.relu(masked_group_norm(ops[1](zero_padding(x, k)), ops[2], k))
-        offset = self.conv_offset(x)
-        x = zero_padding(x, k)
-        # torchvision's deform_conv2d has no reduced-precision CPU kernel: run it in float32
-        x = deform_conv2d(x.float(), offset.float(), self.dcn.weight.float(), padding=self.dcn.padding).to(
-            x.dtype
-        )
+        if self.conv_offset is None:
+            x = self.dcn(zero_padding(x, k))
+        else:
+            offset = self.conv_offset(x)
+            x = zero_padding(x, k)
+            # torchvision's deform_conv2d has no reduced-precision CPU kernel: run it in float32
+            x = deform_conv2d(
+                x.float(), offset.float(), self.dcn.weight.float(), padding=self.dcn.padding
+            ).to(x.dtype)
         return F.relu(masked_group_norm(x, self.gn5, k))
 
 

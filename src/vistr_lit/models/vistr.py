@@ -45,6 +45,7 @@ class VisTR(nn.Module):
             (the instance embedding broadcast over its frame's memory).
         temporal_fusion: ``"conv3d"`` (3-D convs across frames, original) or ``"none"`` (per-frame convs).
         aux_loss: also return the predictions of every decoder layer but the last.
+        mask_deformable: deformable last conv in the mask head (original) or a plain one.
     """
 
     def __init__(
@@ -57,6 +58,7 @@ class VisTR(nn.Module):
         mask_fusion: str = "attention",
         temporal_fusion: str = "conv3d",
         aux_loss: bool = True,
+        mask_deformable: bool = True,
     ) -> None:
         super().__init__()
         if mask_fusion not in MASK_FUSIONS:
@@ -91,7 +93,9 @@ class VisTR(nn.Module):
             self.bbox_attention = None
             mask_in = 2 * hidden_dim
         fpn_dims = backbone.num_channels[2::-1]  # layer3, layer2, layer1
-        self.mask_head = MaskHeadSmallConv(mask_in, fpn_dims, hidden_dim, backbone.strides[::-1])
+        self.mask_head = MaskHeadSmallConv(
+            mask_in, fpn_dims, hidden_dim, backbone.strides[::-1], mask_deformable
+        )
         self.insmask_head = InstanceSequenceHead(self.mask_head.out_channels, temporal_fusion == "conv3d")
 
     def forward(self, frames: Tensor, pad_mask: Tensor | None = None) -> dict:
@@ -187,17 +191,21 @@ def build_vistr(
     dilation: bool = False,
     trainable_stages: Sequence[str] = ("layer2", "layer3", "layer4"),
     pretrained_backbone: str | None = None,
+    backbone_norm: str = "frozen",
     mask_fusion: str = "attention",
     temporal_fusion: str = "conv3d",
+    mask_deformable: bool = True,
     aux_loss: bool = True,
 ) -> VisTR:
     """Build VisTR from plain arguments (defaults: the original R50 configuration, T and K to choose).
 
     ``pretrained_backbone`` is a torchvision weights name such as ``"IMAGENET1K_V1"`` (loaded from the local
-    torch hub cache or downloaded by torchvision), or None for random initialization.
+    torch hub cache or downloaded by torchvision), or None for random initialization. ``backbone_norm``:
+    ``"frozen"`` (FrozenBatchNorm2d, the original) or ``"batch"`` (trainable BatchNorm2d for a backbone
+    trained from scratch).
     """
     return VisTR(
-        Backbone(backbone, tuple(trainable_stages), dilation, pretrained_backbone),
+        Backbone(backbone, tuple(trainable_stages), dilation, pretrained_backbone, backbone_norm),
         Transformer(hidden_dim, nheads, enc_layers, dec_layers, dim_feedforward, dropout, attention_dropout),
         num_classes,
         num_frames,
@@ -205,4 +213,5 @@ def build_vistr(
         mask_fusion,
         temporal_fusion,
         aux_loss,
+        mask_deformable,
     )
