@@ -48,6 +48,21 @@ def test_param_groups_backbone_and_rest():
     assert len(in_groups) == len(set(in_groups)) and set(in_groups) == trainable  # each trained param once
     frozen = [n for n, p in named.items() if not p.requires_grad]
     assert any(n.startswith("backbone.body.conv1") for n in frozen)  # the paper freezes conv1 and layer1
+    assert set(groups) == {"transformer_heads", "backbone"}  # lr_mask_head: null keeps the original's two
+
+
+def test_mask_branch_gets_its_own_learning_rate():
+    module = make_module(lr_mask_head=2e-3)
+    module._trainer = FakeTrainer()
+    groups = {g["name"]: g for g in module.configure_optimizers()["optimizer"].param_groups}
+    assert groups["mask_head"]["lr"] == 2e-3 and groups["transformer_heads"]["lr"] == 1e-4
+    mask_branch = {
+        id(p)
+        for n, p in module.model.named_parameters()
+        if n.split(".")[0] in ("bbox_attention", "mask_head", "insmask_head")
+    }
+    assert mask_branch and {id(p) for p in groups["mask_head"]["params"]} == mask_branch
+    assert not mask_branch & {id(p) for p in groups["transformer_heads"]["params"]}
 
 
 def test_step_schedule_drops_at_lr_drop():

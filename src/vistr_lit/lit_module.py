@@ -28,6 +28,10 @@ LOSS_NAMES = ("loss_ce", "loss_bbox", "loss_giou", "loss_mask", "loss_dice")
 RNG_STATE_KEY = "vistr_rng_states"
 
 
+# VisTR modules of the mask branch: the query/memory attention maps, the FPN head and the 3-D head.
+MASK_BRANCH = ("bbox_attention", "mask_head", "insmask_head")
+
+
 class NonFiniteLossError(RuntimeError):
     """Raised by the entry point when training stopped on a non-finite loss."""
 
@@ -167,16 +171,19 @@ class VisTRLitModule(L.LightningModule):
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> dict:
-        """AdamW, two groups (backbone: ``lr_backbone``, the rest: ``lr``); warm-up, step or cosine decay."""
+        """AdamW with three groups: backbone (``lr_backbone``), mask branch (``lr_mask_head``; None = ``lr``:
+        the original's two groups) and the rest (``lr``); warm-up, step or cosine decay."""
         optim = self.hparams.optim
-        backbone, rest = [], []
+        lrs = {"transformer_heads": optim["lr"], "backbone": optim["lr_backbone"]}
+        if optim.get("lr_mask_head") is not None:
+            lrs["mask_head"] = optim["lr_mask_head"]
+        members: dict[str, list] = {name: [] for name in lrs}
         for name, param in self.model.named_parameters():
             if param.requires_grad:
-                (backbone if name.startswith("backbone.") else rest).append(param)
-        groups = [
-            {"params": rest, "lr": optim["lr"], "name": "transformer_heads"},
-            {"params": backbone, "lr": optim["lr_backbone"], "name": "backbone"},
-        ]
+                module = name.split(".", 1)[0]
+                group = "mask_head" if module in MASK_BRANCH else module
+                members[group if group in members else "transformer_heads"].append(param)
+        groups = [{"params": members[name], "lr": lr, "name": name} for name, lr in lrs.items()]
         optimizer = torch.optim.AdamW(
             [g for g in groups if g["params"]], lr=optim["lr"], weight_decay=optim["weight_decay"]
         )

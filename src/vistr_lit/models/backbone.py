@@ -28,7 +28,9 @@ STAGE_WIDTHS = (64, 128, 256, 512)  # torchvision's per-stage base widths (times
 NORMS: dict[str, type[nn.Module]] = {"frozen": FrozenBatchNorm2d, "batch": nn.BatchNorm2d}
 
 
-def _build_resnet(name: str, dilation: bool, pretrained: str | None, norm: str = "frozen") -> ResNet:
+def _build_resnet(
+    name: str, dilation: bool, pretrained: str | None, norm: str = "frozen", width: int = STAGE_WIDTHS[0]
+) -> ResNet:
     if name not in RESNET_ARCHS:
         raise ValueError(f"unknown backbone {name!r}; choose one of {sorted(RESNET_ARCHS)}")
     block, layers = RESNET_ARCHS[name]
@@ -41,13 +43,36 @@ def _build_resnet(name: str, dilation: bool, pretrained: str | None, norm: str =
     dilate = [False, False, dilation]
     norm_layer = NORMS[norm]
     if pretrained is None:
-        return ResNet(block, list(layers), norm_layer=norm_layer, replace_stride_with_dilation=dilate)
+        body = ResNet(block, list(layers), norm_layer=norm_layer, replace_stride_with_dilation=dilate)
+        return body if width == STAGE_WIDTHS[0] else _narrow(body, block, layers, width, dilate)
+    if width != STAGE_WIDTHS[0]:
+        raise ValueError(
+            f"backbone width {width} differs from the published {STAGE_WIDTHS[0]}: use pretrained_backbone=None"
+        )
     if name == "resnet10":
         raise ValueError("backbone 'resnet10' has no published weights; use pretrained_backbone=None")
     weights = torchvision.models.get_model_weights(name)[pretrained]
     return torchvision.models.get_model(
         name, weights=weights, norm_layer=norm_layer, replace_stride_with_dilation=dilate
     )
+
+
+def _narrow(body: ResNet, block: type[nn.Module], layers: Sequence[int], width: int, dilate: list[bool]):
+    """Rebuild ``body``'s stem and stages at base width ``width`` (stages ``width·2^i``), torchvision's init."""
+    norm_layer = body._norm_layer
+    body.inplanes, body.dilation = width, 1
+    body.conv1 = nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False)
+    body.bn1 = norm_layer(width)
+    for i, level in enumerate(LEVELS):
+        stride, dilated = (1, False) if i == 0 else (2, dilate[i - 1])
+        setattr(body, level, body._make_layer(block, width * 2**i, layers[i], stride=stride, dilate=dilated))
+    for m in body.modules():  # as torchvision's ResNet.__init__
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d | nn.GroupNorm):
+            nn.init.constant_(m.weight, 1)
+            nn.init.constant_(m.bias, 0)
+    return body
 
 
 def _block_forward(block: nn.Module, x: Tensor, keep_in: Tensor | None, keep_out: Tensor | None) -> Tensor:
@@ -76,6 +101,8 @@ class Backbone(nn.Module):
         pretrained: torchvision weights name (e.g. ``"IMAGENET1K_V1"``) or None for random init.
         norm: ``"frozen"`` (FrozenBatchNorm2d, the original) or ``"batch"`` (trainable BatchNorm2d, for
             backbones trained from scratch).
+        width: channels of the first stage (torchvision: 64); stage i has ``width·2^i`` (times the block's
+            expansion). Narrower backbones are for training from scratch on a CPU.
 
     Attributes:
         num_channels: channels of layer1..layer4.
@@ -89,18 +116,19 @@ class Backbone(nn.Module):
         dilation: bool = False,
         pretrained: str | None = None,
         norm: str = "frozen",
+        width: int = STAGE_WIDTHS[0],
     ) -> None:
         super().__init__()
         unknown = set(trainable_stages) - set(STAGES)
         if unknown:
             raise ValueError(f"unknown trainable_stages {sorted(unknown)}; choose from {STAGES}")
-        body = _build_resnet(name, dilation, pretrained, norm)
+        body = _build_resnet(name, dilation, pretrained, norm, width)
         del body.fc, body.avgpool
         self.body = body
         for param_name, param in self.body.named_parameters():
             param.requires_grad_(param_name.split(".")[0] in trainable_stages)
         expansion = RESNET_ARCHS[name][0].expansion
-        self.num_channels = [width * expansion for width in STAGE_WIDTHS]
+        self.num_channels = [width * 2**i * expansion for i in range(len(LEVELS))]
         self.strides = [STEM_STRIDE * 2**i for i in range(len(LEVELS))]
         if dilation:
             self.strides[-1] = self.strides[-2]

@@ -46,6 +46,9 @@ class VisTR(nn.Module):
         temporal_fusion: ``"conv3d"`` (3-D convs across frames, original) or ``"none"`` (per-frame convs).
         aux_loss: also return the predictions of every decoder layer but the last.
         mask_deformable: deformable last conv in the mask head (original) or a plain one.
+        mask_dim: width that sets the mask head's channels (``mask_dim/2 .. mask_dim/16``, then
+            ``mask_dim/32`` across time); None = the transformer width C, as the original (C = 384). A small
+            transformer keeps a usable mask head by setting it apart.
     """
 
     def __init__(
@@ -59,6 +62,7 @@ class VisTR(nn.Module):
         temporal_fusion: str = "conv3d",
         aux_loss: bool = True,
         mask_deformable: bool = True,
+        mask_dim: int | None = None,
     ) -> None:
         super().__init__()
         if mask_fusion not in MASK_FUSIONS:
@@ -94,7 +98,7 @@ class VisTR(nn.Module):
             mask_in = 2 * hidden_dim
         fpn_dims = backbone.num_channels[2::-1]  # layer3, layer2, layer1
         self.mask_head = MaskHeadSmallConv(
-            mask_in, fpn_dims, hidden_dim, backbone.strides[::-1], mask_deformable
+            mask_in, fpn_dims, mask_dim or hidden_dim, backbone.strides[::-1], mask_deformable
         )
         self.insmask_head = InstanceSequenceHead(self.mask_head.out_channels, temporal_fusion == "conv3d")
 
@@ -192,9 +196,11 @@ def build_vistr(
     trainable_stages: Sequence[str] = ("layer2", "layer3", "layer4"),
     pretrained_backbone: str | None = None,
     backbone_norm: str = "frozen",
+    backbone_width: int = 64,
     mask_fusion: str = "attention",
     temporal_fusion: str = "conv3d",
     mask_deformable: bool = True,
+    mask_dim: int | None = None,
     aux_loss: bool = True,
 ) -> VisTR:
     """Build VisTR from plain arguments (defaults: the original R50 configuration, T and K to choose).
@@ -202,10 +208,13 @@ def build_vistr(
     ``pretrained_backbone`` is a torchvision weights name such as ``"IMAGENET1K_V1"`` (loaded from the local
     torch hub cache or downloaded by torchvision), or None for random initialization. ``backbone_norm``:
     ``"frozen"`` (FrozenBatchNorm2d, the original) or ``"batch"`` (trainable BatchNorm2d for a backbone
-    trained from scratch).
+    trained from scratch). ``backbone_width``: channels of its first stage (64 published; narrower ones for
+    training from scratch on a CPU).
     """
     return VisTR(
-        Backbone(backbone, tuple(trainable_stages), dilation, pretrained_backbone, backbone_norm),
+        Backbone(
+            backbone, tuple(trainable_stages), dilation, pretrained_backbone, backbone_norm, backbone_width
+        ),
         Transformer(hidden_dim, nheads, enc_layers, dec_layers, dim_feedforward, dropout, attention_dropout),
         num_classes,
         num_frames,
@@ -214,4 +223,5 @@ def build_vistr(
         temporal_fusion,
         aux_loss,
         mask_deformable,
+        mask_dim,
     )
