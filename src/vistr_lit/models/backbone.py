@@ -47,7 +47,8 @@ def _build_resnet(
         return body if width == STAGE_WIDTHS[0] else _narrow(body, block, layers, width, dilate)
     if width != STAGE_WIDTHS[0]:
         raise ValueError(
-            f"backbone width {width} differs from the published {STAGE_WIDTHS[0]}: use pretrained_backbone=None"
+            f"backbone width {width} differs from the published {STAGE_WIDTHS[0]}: "
+            "use pretrained_backbone=None"
         )
     if name == "resnet10":
         raise ValueError("backbone 'resnet10' has no published weights; use pretrained_backbone=None")
@@ -58,7 +59,7 @@ def _build_resnet(
 
 
 def _narrow(body: ResNet, block: type[nn.Module], layers: Sequence[int], width: int, dilate: list[bool]):
-    """Rebuild ``body``'s stem and stages at base width ``width`` (stages ``width·2^i``), torchvision's init."""
+    """Rebuild ``body``'s stem and stages at base width ``width`` (stage i: ``width·2^i``), torchvision init."""
     norm_layer = body._norm_layer
     body.inplanes, body.dilation = width, 1
     body.conv1 = nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False)
