@@ -59,7 +59,7 @@ def _build_resnet(
 
 
 def _narrow(body: ResNet, block: type[nn.Module], layers: Sequence[int], width: int, dilate: list[bool]):
-    """Rebuild ``body``'s stem and stages at base width ``width`` (stage i: ``width·2^i``), torchvision init."""
+    """Rebuild the stem and stages of ``body`` at base width ``width`` (stage i: ``width·2^i``)."""
     norm_layer = body._norm_layer
     body.inplanes, body.dilation = width, 1
     body.conv1 = nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False)
