@@ -59,7 +59,7 @@ def test_mask_branch_gets_its_own_learning_rate():
     mask_branch = {
         id(p)
         for n, p in module.model.named_parameters()
-        if n.split(".")[0] in ("bbox_attention", "mask_head", "insmask_head")
+        if n.split(".")[0] in ("bbox_attention", "mask_head", "insmask_head")  # VisTR's mask branch
     }
     assert mask_branch and {id(p) for p in groups["mask_head"]["params"]} == mask_branch
     assert not mask_branch & {id(p) for p in groups["transformer_heads"]["params"]}

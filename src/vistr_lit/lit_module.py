@@ -22,14 +22,11 @@ from vistr_lit.models import build_vistr
 from vistr_lit.models.criterion import SetCriterion
 from vistr_lit.models.matcher import HungarianMatcher
 from vistr_lit.models.postprocess import PostProcessVideo
+from vistr_lit.models.vistr import MASK_BRANCH
 
 SCHEDULES = ("step", "cosine")
 LOSS_NAMES = ("loss_ce", "loss_bbox", "loss_giou", "loss_mask", "loss_dice")
 RNG_STATE_KEY = "vistr_rng_states"
-
-
-# VisTR modules of the mask branch: the query/memory attention maps, the FPN head and the 3-D head.
-MASK_BRANCH = ("bbox_attention", "mask_head", "insmask_head")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -171,18 +168,24 @@ class VisTRLitModule(L.LightningModule):
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> dict:
-        """AdamW with three groups: backbone (``lr_backbone``), mask branch (``lr_mask_head``; None = ``lr``:
-        the original's two groups) and the rest (``lr``); warm-up, step or cosine decay."""
+        """AdamW groups: backbone (``lr_backbone``), the mask branch when ``lr_mask_head`` is set (else it
+        stays with the rest: the original's two groups) and the rest (``lr``); warm-up, then step or
+        cosine decay."""
         optim = self.hparams.optim
         lrs = {"transformer_heads": optim["lr"], "backbone": optim["lr_backbone"]}
         if optim.get("lr_mask_head") is not None:
             lrs["mask_head"] = optim["lr_mask_head"]
         members: dict[str, list] = {name: [] for name in lrs}
         for name, param in self.model.named_parameters():
-            if param.requires_grad:
-                module = name.split(".", 1)[0]
-                group = "mask_head" if module in MASK_BRANCH else module
-                members[group if group in members else "transformer_heads"].append(param)
+            if not param.requires_grad:
+                continue
+            module = name.split(".", 1)[0]
+            if module == "backbone":
+                members["backbone"].append(param)
+            elif module in MASK_BRANCH and "mask_head" in members:
+                members["mask_head"].append(param)
+            else:
+                members["transformer_heads"].append(param)
         groups = [{"params": members[name], "lr": lr, "name": name} for name, lr in lrs.items()]
         optimizer = torch.optim.AdamW(
             [g for g in groups if g["params"]], lr=optim["lr"], weight_decay=optim["weight_decay"]

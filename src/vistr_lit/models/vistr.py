@@ -13,6 +13,8 @@ from vistr_lit.models.transformer import Transformer
 
 MASK_FUSIONS = ("attention", "concat")
 TEMPORAL_FUSIONS = ("conv3d", "none")
+# Attributes of VisTR that form the mask branch: query/memory attention maps, FPN head, 3-D head.
+MASK_BRANCH = ("bbox_attention", "mask_head", "insmask_head")
 POSITION_AXES = 3  # t, y, x
 BOX_COORDS = 4  # cx, cy, w, h
 BOX_MLP_LAYERS = 3
