@@ -79,18 +79,36 @@ def test_masked_group_norm_uses_the_valid_region_only():
 
 
 @pytest.mark.parametrize(
-    ("name", "channels"), [("resnet10", [64, 128, 256, 512]), ("resnet50", [256, 512, 1024, 2048])]
+    ("name", "channels", "dilation"),
+    [
+        ("resnet10", [64, 128, 256, 512], False),
+        ("resnet10", [64, 128, 256, 512], True),
+        ("resnet50", [256, 512, 1024, 2048], True),
+    ],
 )
-def test_backbone_levels(name, channels):
-    backbone = Backbone(name, dilation=name == "resnet50")
+def test_backbone_levels(name, channels, dilation):
+    backbone = Backbone(name, dilation=dilation)
     features = backbone(torch.randn(2, 3, 50, 70))
     assert [f.shape[1] for f in features] == channels == backbone.num_channels
     assert [f.shape[-2:] for f in features] == [
         (math.ceil(50 / s), math.ceil(70 / s)) for s in backbone.strides
     ]
-    assert backbone.strides == ([4, 8, 16, 16] if name == "resnet50" else [4, 8, 16, 32])
+    assert backbone.strides == ([4, 8, 16, 16] if dilation else [4, 8, 16, 32])
     assert not any(isinstance(m, nn.BatchNorm2d) for m in backbone.modules())
     assert any(isinstance(m, FrozenBatchNorm2d) for m in backbone.modules())
+
+
+def test_dilated_basic_block_stage_keeps_the_weights_and_dilates_like_torchvision():
+    """DC5 on a BasicBlock ResNet: same parameters as the strided one; layer4 at stride 1, the first
+    block's first conv undilated and every later 3×3 conv dilated by 2 (torchvision's Bottleneck rule)."""
+    plain, dilated = Backbone("resnet18"), Backbone("resnet18", dilation=True)
+    shapes = {name: tuple(t.shape) for name, t in plain.state_dict().items()}
+    assert {name: tuple(t.shape) for name, t in dilated.state_dict().items()} == shapes
+    stage = dilated.body.layer4
+    assert stage[0].conv1.stride == (1, 1) and stage[0].conv1.dilation == (1, 1)
+    assert stage[0].downsample[0].stride == (1, 1)
+    assert [c.dilation for c in (stage[0].conv2, stage[1].conv1, stage[1].conv2)] == [(2, 2)] * 3
+    assert all(c.padding == c.dilation for c in (stage[0].conv2, stage[1].conv1, stage[1].conv2))
 
 
 def test_narrow_backbone_scales_every_stage_and_trains_from_scratch():

@@ -25,6 +25,7 @@ def tiny_vistr(num_frames=3, num_instances=2, backbone="resnet10", num_classes=3
         (1, 1, 1, "resnet10", (32, 32), False),
         (2, 3, 2, "resnet18", (50, 70), False),
         (1, 2, 3, "resnet50", (40, 64), True),
+        (2, 2, 2, "resnet10", (50, 70), True),
     ],
 )
 def test_output_shapes(batch, frames, instances, backbone, size, dilation):
@@ -173,7 +174,6 @@ def test_r50_has_the_original_parameter_count():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"backbone": "resnet18", "dilation": True}, "BasicBlock"),
         ({"backbone": "resnet7"}, "unknown backbone"),
         ({"hidden_dim": 64, "nheads": 4}, "divisible by 6"),
         ({"mask_fusion": "sum"}, "mask_fusion"),

@@ -21,6 +21,7 @@ STAGES = ("conv1", "layer1", "layer2", "layer3", "layer4")
 LEVELS = ("layer1", "layer2", "layer3", "layer4")
 STEM_STRIDE = 4  # conv1 (stride 2) then max-pool (stride 2)
 STAGE_WIDTHS = (64, 128, 256, 512)  # torchvision's per-stage base widths (times block.expansion)
+DC5_DILATION = 2  # a dilated layer4 keeps stride 16 (DETR-DC5)
 
 
 # "frozen": FrozenBatchNorm2d (the original; right for pretrained weights). "batch": trainable BatchNorm2d,
@@ -34,17 +35,17 @@ def _build_resnet(
     if name not in RESNET_ARCHS:
         raise ValueError(f"unknown backbone {name!r}; choose one of {sorted(RESNET_ARCHS)}")
     block, layers = RESNET_ARCHS[name]
-    if dilation and block is BasicBlock:
-        raise ValueError(
-            f"backbone {name!r} uses BasicBlock, whose last stage cannot be dilated (dilation=True)"
-        )
     if norm not in NORMS:
         raise ValueError(f"unknown backbone norm {norm!r}; choose one of {sorted(NORMS)}")
-    dilate = [False, False, dilation]
+    # torchvision dilates Bottleneck stages only; a BasicBlock layer4 is dilated after construction
+    dilate = [False, False, dilation and block is not BasicBlock]
     norm_layer = NORMS[norm]
     if pretrained is None:
         body = ResNet(block, list(layers), norm_layer=norm_layer, replace_stride_with_dilation=dilate)
-        return body if width == STAGE_WIDTHS[0] else _narrow(body, block, layers, width, dilate)
+        body = body if width == STAGE_WIDTHS[0] else _narrow(body, block, layers, width, dilate)
+        if dilation and block is BasicBlock:
+            _dilate_basic_stage(body.layer4)
+        return body
     if width != STAGE_WIDTHS[0]:
         raise ValueError(
             f"backbone width {width} differs from the published {STAGE_WIDTHS[0]}: "
@@ -53,9 +54,25 @@ def _build_resnet(
     if name == "resnet10":
         raise ValueError("backbone 'resnet10' has no published weights; use pretrained_backbone=None")
     weights = torchvision.models.get_model_weights(name)[pretrained]
-    return torchvision.models.get_model(
+    body = torchvision.models.get_model(
         name, weights=weights, norm_layer=norm_layer, replace_stride_with_dilation=dilate
     )
+    if dilation and block is BasicBlock:
+        _dilate_basic_stage(body.layer4)
+    return body
+
+
+def _dilate_basic_stage(stage: nn.Sequential, dilation: int = DC5_DILATION) -> None:
+    """Turn a BasicBlock stage's stride 2 into dilation ``dilation`` in place (DETR's DC5), the way
+    torchvision dilates a Bottleneck stage: the first block's strided conv keeps dilation 1 at stride 1,
+    every later 3×3 conv is dilated. Weights and their shapes are unchanged, so published weights load."""
+    first = stage[0]
+    first.conv1.stride = (1, 1)
+    if first.downsample is not None:
+        first.downsample[0].stride = (1, 1)
+    convs = [first.conv2] + [conv for block in stage[1:] for conv in (block.conv1, block.conv2)]
+    for conv in convs:
+        conv.dilation = conv.padding = (dilation, dilation)
 
 
 def _narrow(body: ResNet, block: type[nn.Module], layers: Sequence[int], width: int, dilate: list[bool]):
@@ -98,7 +115,7 @@ class Backbone(nn.Module):
     Args:
         name: one of ``RESNET_ARCHS``.
         trainable_stages: subset of ``STAGES`` whose parameters train (original: layer2-4).
-        dilation: dilate layer4 instead of striding it (DC5); Bottleneck backbones only.
+        dilation: dilate layer4 instead of striding it (DC5): stride 16 instead of 32.
         pretrained: torchvision weights name (e.g. ``"IMAGENET1K_V1"``) or None for random init.
         norm: ``"frozen"`` (FrozenBatchNorm2d, the original) or ``"batch"`` (trainable BatchNorm2d, for
             backbones trained from scratch).
