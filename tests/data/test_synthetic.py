@@ -55,6 +55,18 @@ def test_deterministic_for_a_seed(tmp_path):
     assert tree_digest(a) == tree_digest(b) != tree_digest(c)
 
 
+def test_more_training_videos_leave_the_validation_split_unchanged(tmp_path):
+    """Each video depends only on (seed, split, index): a larger training split (the quickstart's) adds
+    training videos, keeps the first ones and scores against the very same validation split."""
+    small = generate_synthvis(tmp_path / "small", SynthvisConfig(**SMALL))
+    large = generate_synthvis(tmp_path / "large", SynthvisConfig(**(SMALL | {"train_videos": 7})))
+    assert tree_digest(small / "valid") == tree_digest(large / "valid")
+    assert (small / "valid.json").read_bytes() == (large / "valid.json").read_bytes()
+    train_small, train_large = (json.loads((d / "train.json").read_text()) for d in (small, large))
+    assert len(train_large["videos"]) == 7
+    assert train_large["videos"][: len(train_small["videos"])] == train_small["videos"]
+
+
 def test_task_properties_over_the_default_generator():
     """Across 40 default videos: all categories, null frames inside and at ends, occlusion, motion, scale."""
     cfg = SynthvisConfig()
