@@ -81,7 +81,10 @@ def test_quickstart_is_cpu_sized_and_time_guarded():
     assert cfg.trainer.accelerator == "cpu"
     assert cfg.trainer.max_time is not None
     assert cfg.model.optim.lr_backbone == cfg.model.optim.lr  # trained from scratch
-    assert cfg.data.synthvis is not None
+    assert cfg.data.synthvis.train_videos == 1000  # the 150-video default is memorised, not learned
+    roots = [OmegaConf.to_container(c.data, resolve=False)["root"] for c in (cfg, compose_train())]
+    root, default_root = roots
+    assert root != default_root  # its own folder: never clashes with the default synthvis
 
 
 def test_paper_defaults():

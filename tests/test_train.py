@@ -16,8 +16,8 @@ from vistr_lit.eval import run_evaluation
 from vistr_lit.lit_module import NonFiniteLossError, VisTRLitModule
 from vistr_lit.train import run_training
 
-LEARNING_STEPS = 600
-LEARNED_AP = 0.2  # an untrained model scores ~0
+LEARNING_STEPS = 2000
+LEARNED_AP = 0.15  # measured 0.26 after 2,000 steps (0.07 after 600); an untrained model scores ~0
 LOSS_DROP = 0.85  # 100 steps: measured 17.7 -> 13.8 (mean of the first vs last 10); lr = 0 stays at ~1.0
 STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 
@@ -246,7 +246,8 @@ def test_short_training_lowers_the_loss(run):
 @pytest.mark.slow
 def test_short_training_learns_the_training_videos(run):
     """Learning, not just running: a short training fits the tiny training videos to a non-trivial AP."""
-    overrides = [*LEARNING_OVERRIDES, f"trainer.max_steps={LEARNING_STEPS}", "logger=none"]
+    steps = [f"trainer.max_steps={LEARNING_STEPS}", "trainer.max_epochs=-1"]  # steps bound it, not epochs
+    overrides = [*LEARNING_OVERRIDES, *steps, "logger=none"]
     metrics, _ = run(overrides, name="learn")
     assert metrics["val/AP"] >= LEARNED_AP, metrics
 
