@@ -137,6 +137,20 @@ def test_attention_maps_normalize_over_heads_and_valid_pixels():
     assert (maps[..., 2:, :] == 0).all() and (maps[..., 3:] == 0).all()
 
 
+def test_cell_scaled_attention_maps_are_the_original_times_the_valid_cells():
+    torch.manual_seed(0)
+    original = MHAttentionMap(16, 16, 4)
+    scaled = MHAttentionMap(16, 16, 4, scale="cells")
+    scaled.load_state_dict(original.state_dict())
+    mask = size_mask(torch.tensor([[2, 3], [4, 5]]), 4, 5)  # 6 and 20 valid cells
+    q, k = torch.randn(2, 3, 16), torch.randn(2, 16, 4, 5)
+    cells = torch.tensor([6.0, 20.0])[:, None, None, None, None]
+    torch.testing.assert_close(scaled(q, k, mask), original(q, k, mask) * cells)
+    torch.testing.assert_close(scaled(q, k).sum(dim=(2, 3, 4)), torch.full((2, 3), 20.0))
+    with pytest.raises(ValueError, match="attention_map_scale"):
+        MHAttentionMap(16, 16, 4, scale="sqrt")
+
+
 def test_pretrained_backbone_loads_torchvision_weights_from_the_hub_cache(tmp_path, monkeypatch):
     """ImageNet weights go through torchvision's weights API; a cached file means no download."""
     torch.manual_seed(0)

@@ -228,3 +228,14 @@ def test_mask_queries_are_frame_major():
     expected = torch.tensor([100 * (q // 2) + q % 2 for q in range(6)], dtype=torch.float)
     assert torch.equal(masks[:, :, 0, 0], expected.expand(2, -1))
     assert torch.equal(masks, masks[..., :1, :1].expand_as(masks))
+
+
+def test_attention_map_scale_reaches_the_mask_branch_and_changes_the_masks():
+    original, scaled = tiny_vistr(), tiny_vistr(attention_map_scale="cells")
+    assert (original.bbox_attention.scale, scaled.bbox_attention.scale) == ("none", "cells")
+    scaled.load_state_dict(original.state_dict())  # no new parameters
+    frames = torch.randn(1, 3, 3, 48, 64)
+    with torch.no_grad():
+        a, b = original(frames), scaled(frames)
+    torch.testing.assert_close(a["pred_logits"], b["pred_logits"])
+    assert not torch.allclose(a["pred_masks"], b["pred_masks"])

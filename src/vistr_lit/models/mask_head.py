@@ -27,6 +27,9 @@ def _group_norm(groups: int, channels: int) -> nn.GroupNorm:
     return nn.GroupNorm(math.gcd(groups, channels), channels)
 
 
+ATTENTION_MAP_SCALES = ("none", "cells")
+
+
 class MHAttentionMap(nn.Module):
     """Attention maps between each query and its frame's encoder memory (no values, no output projection).
 
@@ -34,10 +37,16 @@ class MHAttentionMap(nn.Module):
 
     Args:
         query_dim: C of the queries; hidden_dim: C of the projections; num_heads: maps per query.
+        scale: ``"none"`` (the original: maps sum to 1, ~1/(heads·h·w) per cell, small beside the memory
+            features they are concatenated with) or ``"cells"`` (maps times the frame's number of valid cells:
+            mean 1/heads per cell, whatever the feature-map size).
     """
 
-    def __init__(self, query_dim: int, hidden_dim: int, num_heads: int) -> None:
+    def __init__(self, query_dim: int, hidden_dim: int, num_heads: int, scale: str = "none") -> None:
         super().__init__()
+        if scale not in ATTENTION_MAP_SCALES:
+            raise ValueError(f"attention_map_scale must be one of {ATTENTION_MAP_SCALES}, got {scale!r}")
+        self.scale = scale
         self.num_heads = num_heads
         self.q_linear = nn.Linear(query_dim, hidden_dim)
         self.k_linear = nn.Linear(query_dim, hidden_dim)
@@ -60,7 +69,13 @@ class MHAttentionMap(nn.Module):
         weights = torch.einsum("bqnc,bnchw->bqnhw", qh * self.normalize_fact, kh)
         if mask is not None:
             weights = weights.masked_fill(mask[:, None, None], float("-inf"))
-        return weights.flatten(2).softmax(dim=-1).view_as(weights)
+        weights = weights.flatten(2).softmax(dim=-1).view_as(weights)
+        if self.scale == "cells":
+            h, w = weights.shape[-2:]
+            full = weights.new_full((weights.shape[0],), h * w)
+            cells = full if mask is None else (~mask).flatten(1).sum(1).to(weights.dtype)
+            weights = weights * cells[:, None, None, None, None]
+        return weights
 
 
 class MaskHeadSmallConv(nn.Module):

@@ -51,6 +51,9 @@ class VisTR(nn.Module):
         mask_dim: width that sets the mask head's channels (``mask_dim/2 .. mask_dim/16``, then
             ``mask_dim/32`` across time); None = the transformer width C, as the original (C = 384). A small
             transformer keeps a usable mask head by setting it apart.
+        attention_map_scale: ``"none"`` (original) or ``"cells"``: the attention maps times the number of
+            valid memory cells, so the instance signal is not ~1/(h·w) beside the memory features
+            (``MHAttentionMap``).
     """
 
     def __init__(
@@ -65,6 +68,7 @@ class VisTR(nn.Module):
         aux_loss: bool = True,
         mask_deformable: bool = True,
         mask_dim: int | None = None,
+        attention_map_scale: str = "none",
     ) -> None:
         super().__init__()
         if mask_fusion not in MASK_FUSIONS:
@@ -93,7 +97,7 @@ class VisTR(nn.Module):
         self.class_embed = nn.Linear(hidden_dim, num_classes + 1)
         self.bbox_embed = MLP(hidden_dim, hidden_dim, BOX_COORDS, BOX_MLP_LAYERS)
         if mask_fusion == "attention":
-            self.bbox_attention = MHAttentionMap(hidden_dim, hidden_dim, nheads)
+            self.bbox_attention = MHAttentionMap(hidden_dim, hidden_dim, nheads, attention_map_scale)
             mask_in = hidden_dim + nheads
         else:
             self.bbox_attention = None
@@ -204,6 +208,7 @@ def build_vistr(
     mask_deformable: bool = True,
     mask_dim: int | None = None,
     aux_loss: bool = True,
+    attention_map_scale: str = "none",
 ) -> VisTR:
     """Build VisTR from plain arguments (defaults: the original R50 configuration, T and K to choose).
 
@@ -226,4 +231,5 @@ def build_vistr(
         aux_loss,
         mask_deformable,
         mask_dim,
+        attention_map_scale,
     )
