@@ -118,9 +118,8 @@ def test_narrow_backbone_scales_every_stage_and_trains_from_scratch():
     assert [f.shape[1] for f in features] == [16, 32, 64, 128] == backbone.num_channels
     assert backbone.body.conv1.out_channels == 16 and backbone.body.layer4[0].downsample[0].in_channels == 64
     assert backbone.body.layer1[0].conv1.weight.requires_grad
-    assert not backbone.body.layer2[
-        0
-    ].conv1.weight.requires_grad  # trainable_stages applies to the new stages
+    layer2_conv = backbone.body.layer2[0].conv1
+    assert not layer2_conv.weight.requires_grad  # trainable_stages applies to the new stages
     norms = [m for m in backbone.modules() if isinstance(m, nn.BatchNorm2d | FrozenBatchNorm2d)]
     assert norms and all(isinstance(m, nn.BatchNorm2d) for m in norms)
     with pytest.raises(ValueError, match="width 16 differs from the published 64"):

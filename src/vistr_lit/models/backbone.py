@@ -43,20 +43,18 @@ def _build_resnet(
     if pretrained is None:
         body = ResNet(block, list(layers), norm_layer=norm_layer, replace_stride_with_dilation=dilate)
         body = body if width == STAGE_WIDTHS[0] else _narrow(body, block, layers, width, dilate)
-        if dilation and block is BasicBlock:
-            _dilate_basic_stage(body.layer4)
-        return body
-    if width != STAGE_WIDTHS[0]:
-        raise ValueError(
-            f"backbone width {width} differs from the published {STAGE_WIDTHS[0]}: "
-            "use pretrained_backbone=None"
+    else:
+        if width != STAGE_WIDTHS[0]:
+            raise ValueError(
+                f"backbone width {width} differs from the published {STAGE_WIDTHS[0]}: "
+                "use pretrained_backbone=None"
+            )
+        if name == "resnet10":
+            raise ValueError("backbone 'resnet10' has no published weights; use pretrained_backbone=None")
+        weights = torchvision.models.get_model_weights(name)[pretrained]
+        body = torchvision.models.get_model(
+            name, weights=weights, norm_layer=norm_layer, replace_stride_with_dilation=dilate
         )
-    if name == "resnet10":
-        raise ValueError("backbone 'resnet10' has no published weights; use pretrained_backbone=None")
-    weights = torchvision.models.get_model_weights(name)[pretrained]
-    body = torchvision.models.get_model(
-        name, weights=weights, norm_layer=norm_layer, replace_stride_with_dilation=dilate
-    )
     if dilation and block is BasicBlock:
         _dilate_basic_stage(body.layer4)
     return body

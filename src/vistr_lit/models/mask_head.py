@@ -60,7 +60,8 @@ class MHAttentionMap(nn.Module):
             q: ``[B', N, C]`` the N queries of each frame; k: ``[B', C, h, w]`` that frame's memory.
             mask: bool ``[B', h, w]``, True on padding, or None.
         Returns:
-            ``[B', N, heads, h, w]`` attention weights (each query's maps sum to 1 over heads × pixels).
+            ``[B', N, heads, h, w]`` attention weights; each query's maps sum to 1 over heads × pixels
+            (with ``scale="cells"``: to the frame's number of valid cells).
         """
         q = self.q_linear(q)
         k = F.conv2d(k, self.k_linear.weight[..., None, None], self.k_linear.bias)
@@ -70,11 +71,9 @@ class MHAttentionMap(nn.Module):
         if mask is not None:
             weights = weights.masked_fill(mask[:, None, None], float("-inf"))
         weights = weights.flatten(2).softmax(dim=-1).view_as(weights)
-        if self.scale == "cells":
-            h, w = weights.shape[-2:]
-            full = weights.new_full((weights.shape[0],), h * w)
-            cells = full if mask is None else (~mask).flatten(1).sum(1).to(weights.dtype)
-            weights = weights * cells[:, None, None, None, None]
+        if self.scale == "cells":  # times the valid cells of each frame: B' x 1 x 1 x 1 x 1
+            valid = torch.ones_like(weights[:, :1, :1]) if mask is None else (~mask)[:, None, None]
+            weights = weights * valid.sum(dim=(-2, -1), keepdim=True).to(weights.dtype)
         return weights
 
 
