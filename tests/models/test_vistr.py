@@ -52,7 +52,14 @@ def _pad_batch(clip_a, clip_b, size):
     return frames, pad_mask
 
 
-@pytest.mark.parametrize("kwargs", [{}, {"mask_fusion": "concat", "temporal_fusion": "none"}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        {"mask_fusion": "concat", "temporal_fusion": "none"},
+        {"mask_fusion": "dot_product", "dilation": True},
+    ],
+)
 def test_padded_clip_predicts_like_the_clip_alone(kwargs):
     model = tiny_vistr(**kwargs)
     clip_a, clip_b = torch.randn(3, 3, 50, 70), torch.randn(3, 3, 96, 64)  # sizes not multiples of 32
@@ -97,6 +104,8 @@ def test_eval_is_deterministic_and_train_uses_dropout():
         {"trainable_stages": ()},
         {"backbone_norm": "batch", "trainable_stages": ("conv1", "layer1", "layer2", "layer3", "layer4")},
         {"mask_deformable": False},
+        {"mask_fusion": "dot_product"},
+        {"mask_fusion": "dot_product", "temporal_fusion": "none", "mask_dim": 16},
     ],
 )
 def test_every_variant_builds_trains_and_runs(kwargs):
@@ -145,6 +154,40 @@ def test_temporal_fusion_modes_agree_on_one_frame():
     frames = torch.randn(1, 1, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(per_frame(frames)["pred_masks"], fused(frames)["pred_masks"])
+
+
+def test_dot_product_masks_are_query_embeddings_times_pixel_embeddings():
+    model = tiny_vistr(num_frames=2, num_instances=3, mask_fusion="dot_product", mask_dim=16)
+    assert model.bbox_attention is None and model.insmask_head is None
+    assert model.mask_head.out_channels == 16  # mask_dim is the embedding width
+    assert tiny_vistr(mask_fusion="dot_product").mask_head.out_channels == TINY["hidden_dim"] // 8
+    captured = {}
+    model.mask_head.register_forward_hook(lambda module, args, out: captured.update(pixels=out))
+    model.mask_embed.register_forward_hook(lambda module, args, out: captured.update(embed=out))
+    with torch.no_grad():
+        masks = model(torch.randn(1, 2, 3, 32, 48))["pred_masks"]  # 1 x T·N x 8 x 12
+    pixels, embed = captured["pixels"], captured["embed"]  # T x D x 8 x 12, T x N x D
+    for t in range(2):
+        for i in range(3):
+            expected = (embed[t, i][:, None, None] * pixels[t]).sum(0)
+            torch.testing.assert_close(masks[0, t * 3 + i], expected, atol=1e-5, rtol=1e-4)
+
+
+def test_dot_product_temporal_fusion_mixes_frames():
+    """conv3d: a frame's masks depend on its neighbours' pixels; none: they do not."""
+    frames = torch.randn(1, 3, 3, 32, 32)
+    changed = frames.clone()
+    changed[0, 1] = torch.randn(3, 32, 32)  # only frame 1 differs, the neighbour of frame 0
+    for temporal, mixes in (("conv3d", True), ("none", False)):
+        model = tiny_vistr(mask_fusion="dot_product", temporal_fusion=temporal, enc_layers=0)
+        with torch.no_grad():
+            first = model(frames)["pred_masks"][0, 0]  # frame 0, instance 0
+            other = model(changed)["pred_masks"][0, 0]
+        assert (first - other).abs().max() > 1e-4  # the decoder reads every frame: queries change too
+        model.mask_embed.register_forward_hook(lambda m, a, out: out.detach().zero_().add_(1.0))
+        with torch.no_grad():  # equal mask embeddings: only the pixel embeddings differ
+            first, other = model(frames)["pred_masks"][0, 0], model(changed)["pred_masks"][0, 0]
+        assert ((first - other).abs().max() > 1e-4) == mixes, temporal
 
 
 def test_frozen_stages_and_backbone_names():

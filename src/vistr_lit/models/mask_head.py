@@ -1,5 +1,6 @@
 """VisTR's instance sequence segmentation: query attention maps, an FPN-style head with a deformable
-convolution, and a 3-D convolution stack fusing each instance's mask features across time.
+convolution, and a 3-D convolution stack fusing each instance's mask features across time. Also a
+dot-product alternative (``PixelDecoder``), not in the paper, that runs its FPN once per frame.
 
 Every piece works batched over all B·T frames or B·T·N (frame, instance) pairs and is padding-aware
 (see ``padding.py``). Channel counts derive from the transformer width C: the FPN head narrows
@@ -232,3 +233,67 @@ class InstanceSequenceHead(nn.Sequential):
             else:
                 x = module(x)
         return x
+
+
+class PixelDecoder(nn.Module):
+    """Per-frame pixel embeddings for dot-product masks (not in the paper: the mask head of later query-based
+    segmenters such as MaskFormer, SeqFormer and Mask2Former-VIS, offered as a lighter alternative).
+
+    An FPN top-down pass over the encoder memory and the backbone's layer3, layer2, layer1 features, run
+    once per frame (B·T maps) where VisTR's head runs once per (frame, instance) pair (B·T·N maps). A
+    query's mask is the dot product of its mask embedding with these pixel embeddings. With ``temporal``
+    a residual 3×1×1 convolution mixes each pixel's embedding across neighbouring frames.
+
+    Args:
+        memory_dim: C of the encoder memory.
+        fpn_dims: channels of the backbone's layer3, layer2, layer1 features.
+        dim: D, the width of every level and of the output embeddings.
+        strides: strides of the memory and of the three FPN levels, e.g. (32, 16, 8, 4).
+        temporal: fuse the embeddings across frames.
+    """
+
+    def __init__(
+        self, memory_dim: int, fpn_dims: Sequence[int], dim: int, strides: Sequence[int], temporal: bool
+    ) -> None:
+        super().__init__()
+        self.strides = tuple(strides)
+        self.out_channels = dim
+        self.lateral = nn.Conv2d(memory_dim, dim, 1)
+        self.adapters = nn.ModuleList(nn.Conv2d(c, dim, 1) for c in fpn_dims)
+        self.convs = nn.ModuleList(nn.Conv2d(dim, dim, 3, padding=1) for _ in range(len(fpn_dims) + 1))
+        self.norms = nn.ModuleList(_group_norm(FPN_GROUPS, dim) for _ in range(len(fpn_dims) + 1))
+        kernel = (3, 1, 1)
+        self.temporal = nn.Conv3d(dim, dim, kernel, padding=(1, 0, 0)) if temporal else None
+        self.out = nn.Conv2d(dim, dim, 1)
+
+    def forward(
+        self, memory: Tensor, fpns: Sequence[Tensor], sizes: Tensor | None, num_frames: int
+    ) -> Tensor:
+        """Args:
+            memory: ``[B·T, C, h, w]`` each frame's encoder memory at the layer4 stride (clip-major).
+            fpns: layer3, layer2, layer1 features, each ``[B·T, C_l, h_l, w_l]``.
+            sizes: int64 ``[B, 2]`` valid (height, width) of each clip, or None (no padding).
+            num_frames: T.
+        Returns:
+            ``[B·T, D, h_1, w_1]`` pixel embeddings at the layer1 stride, zero on padding.
+        """
+        clips = memory.shape[0] // num_frames
+
+        def keep(t: Tensor, stride: int) -> Tensor | None:
+            level_sizes = None if sizes is None else downscale(sizes, stride)
+            return keep_mask(level_sizes, t.shape[-2], t.shape[-1], t.shape[0] // clips, t.dtype)
+
+        k = keep(memory, self.strides[0])
+        x = self.convs[0](zero_padding(self.lateral(memory), k))
+        x = F.relu(masked_group_norm(x, self.norms[0], k))
+        for level, fpn in enumerate(fpns):
+            factor = self.strides[level] // self.strides[level + 1]
+            up = F.interpolate(x, scale_factor=factor, mode="nearest") if factor > 1 else x
+            x = up[..., : fpn.shape[-2], : fpn.shape[-1]] + self.adapters[level](fpn)
+            k = keep(x, self.strides[level + 1])
+            x = self.convs[level + 1](zero_padding(x, k))
+            x = F.relu(masked_group_norm(x, self.norms[level + 1], k))
+        if self.temporal is not None:  # B·T x D x h x w -> B x D x T x h x w and back
+            clip_major = zero_padding(x, k).unflatten(0, (clips, -1)).transpose(1, 2)
+            x = x + self.temporal(clip_major).transpose(1, 2).flatten(0, 1)
+        return zero_padding(self.out(x), k)

@@ -6,15 +6,17 @@ import torch
 from torch import Tensor, nn
 
 from vistr_lit.models.backbone import Backbone
-from vistr_lit.models.mask_head import InstanceSequenceHead, MaskHeadSmallConv, MHAttentionMap
+from vistr_lit.models.mask_head import InstanceSequenceHead, MaskHeadSmallConv, MHAttentionMap, PixelDecoder
 from vistr_lit.models.padding import downscale, keep_mask, size_mask, valid_sizes
 from vistr_lit.models.position_encoding import PositionEmbeddingSine3D
 from vistr_lit.models.transformer import Transformer
 
-MASK_FUSIONS = ("attention", "concat")
+MASK_FUSIONS = ("attention", "concat", "dot_product")
 TEMPORAL_FUSIONS = ("conv3d", "none")
-# Attributes of VisTR that form the mask branch: query/memory attention maps, FPN head, 3-D head.
-MASK_BRANCH = ("bbox_attention", "mask_head", "insmask_head")
+# Attributes of VisTR that form the mask branch: query/memory attention maps, FPN head, 3-D head (and the
+# dot-product head's query mask embeddings).
+MASK_BRANCH = ("bbox_attention", "mask_head", "insmask_head", "mask_embed")
+DOT_PRODUCT_WIDTH_DIVISOR = 8  # dot-product masks: embedding width C/8 unless mask_dim says otherwise
 POSITION_AXES = 3  # t, y, x
 BOX_COORDS = 4  # cx, cy, w, h
 BOX_MLP_LAYERS = 3
@@ -43,14 +45,18 @@ class VisTR(nn.Module):
         transformer: encoder/decoder (``Transformer``).
         num_classes: K (no-object is logit K).
         num_frames: T frames per clip; num_instances: N instance slots per frame (Q = T·N queries).
-        mask_fusion: ``"attention"`` (per-head query/memory attention maps, original) or ``"concat"``
-            (the instance embedding broadcast over its frame's memory).
+        mask_fusion: ``"attention"`` (per-head query/memory attention maps, original), ``"concat"``
+            (the instance embedding broadcast over its frame's memory) or ``"dot_product"`` (not in the paper:
+            each query's mask embedding dotted with per-frame pixel embeddings, ``PixelDecoder``; its FPN runs
+            per frame instead of per instance, and its masks learn much faster on a small budget).
         temporal_fusion: ``"conv3d"`` (3-D convs across frames, original) or ``"none"`` (per-frame convs).
+            With ``"dot_product"``: a residual 3×1×1 conv over the pixel embeddings, or none.
         aux_loss: also return the predictions of every decoder layer but the last.
         mask_deformable: deformable last conv in the mask head (original) or a plain one.
         mask_dim: width that sets the mask head's channels (``mask_dim/2 .. mask_dim/16``, then
             ``mask_dim/32`` across time); None = the transformer width C, as the original (C = 384). A small
-            transformer keeps a usable mask head by setting it apart.
+            transformer keeps a usable mask head by setting it apart. With ``"dot_product"``: the width D of
+            the pixel and mask embeddings (None = C/8).
         attention_map_scale: ``"none"`` (original) or ``"cells"``: the attention maps times the number of
             valid memory cells, so the instance signal is not ~1/(h·w) beside the memory features
             (``MHAttentionMap``).
@@ -96,17 +102,21 @@ class VisTR(nn.Module):
         self.query_embed = nn.Embedding(num_frames * num_instances, hidden_dim)
         self.class_embed = nn.Linear(hidden_dim, num_classes + 1)
         self.bbox_embed = MLP(hidden_dim, hidden_dim, BOX_COORDS, BOX_MLP_LAYERS)
-        if mask_fusion == "attention":
-            self.bbox_attention = MHAttentionMap(hidden_dim, hidden_dim, nheads, attention_map_scale)
-            mask_in = hidden_dim + nheads
-        else:
-            self.bbox_attention = None
-            mask_in = 2 * hidden_dim
         fpn_dims = backbone.num_channels[2::-1]  # layer3, layer2, layer1
-        self.mask_head = MaskHeadSmallConv(
-            mask_in, fpn_dims, mask_dim or hidden_dim, backbone.strides[::-1], mask_deformable
-        )
-        self.insmask_head = InstanceSequenceHead(self.mask_head.out_channels, temporal_fusion == "conv3d")
+        temporal = temporal_fusion == "conv3d"
+        self.bbox_attention = self.insmask_head = self.mask_embed = None
+        if mask_fusion == "dot_product":
+            dim = mask_dim or hidden_dim // DOT_PRODUCT_WIDTH_DIVISOR
+            self.mask_head = PixelDecoder(hidden_dim, fpn_dims, dim, backbone.strides[::-1], temporal)
+            self.mask_embed = MLP(hidden_dim, hidden_dim, dim, BOX_MLP_LAYERS)
+        else:
+            if mask_fusion == "attention":
+                self.bbox_attention = MHAttentionMap(hidden_dim, hidden_dim, nheads, attention_map_scale)
+            mask_in = hidden_dim + nheads if mask_fusion == "attention" else 2 * hidden_dim
+            self.mask_head = MaskHeadSmallConv(
+                mask_in, fpn_dims, mask_dim or hidden_dim, backbone.strides[::-1], mask_deformable
+            )
+            self.insmask_head = InstanceSequenceHead(self.mask_head.out_channels, temporal)
 
     def forward(self, frames: Tensor, pad_mask: Tensor | None = None) -> dict:
         """Predict Q = T·N instance-frames for each clip.
@@ -164,12 +174,16 @@ class VisTR(nn.Module):
         frame_queries = queries.unflatten(1, (num_frames, n)).flatten(0, 1)  # B·T x N x C
         # B x T·h·w x C -> B·T x C x h x w
         frame_memory = memory.unflatten(1, (num_frames, h, w)).permute(0, 1, 4, 2, 3).flatten(0, 1)
+        fpns = [features[2], features[1], features[0]]
+        if self.mask_embed is not None:  # dot product: B·T x N x D against B·T x D x h_1 x w_1
+            pixels = self.mask_head(frame_memory, fpns, sizes, num_frames)
+            logits = torch.einsum("fnd,fdhw->fnhw", self.mask_embed(frame_queries), pixels)
+            return logits.unflatten(0, (batch, num_frames)).flatten(1, 2)  # B x T·N x h_1 x w_1
         if self.bbox_attention is not None:
             frame_mask = None if mask is None else mask.repeat_interleave(num_frames, dim=0)
             maps = self.bbox_attention(frame_queries, frame_memory, frame_mask)  # B·T x N x heads x h x w
         else:
             maps = frame_queries[..., None, None].expand(-1, -1, -1, h, w)  # B·T x N x C x h x w
-        fpns = [features[2], features[1], features[0]]
         # B·T·N x c x h_1 x w_1
         mask_features = self.mask_head(
             frame_memory, maps.flatten(0, 1).to(frame_memory.dtype), fpns, sizes, n
