@@ -10,7 +10,7 @@ CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
 
 def tiny_overrides(synthvis_root: Path, synthvis_params: dict) -> list[str]:
-    """The quickstart preset shrunk to seconds: width 48, mask head 64, T = 4, N = 3, 48 px frames."""
+    """The quickstart preset shrunk to seconds: width 48, mask embeddings 16, T = 4, N = 3, 48 px frames."""
     sizes = ",".join(f"[{h},{w}]" for h, w in synthvis_params["sizes"])
     params = ", ".join(f"{k}: {v}" for k, v in synthvis_params.items() if k != "sizes")
     return [
@@ -26,7 +26,7 @@ def tiny_overrides(synthvis_root: Path, synthvis_params: dict) -> list[str]:
         "clip.len=4",
         "model.net.num_instances=3",
         "model.net.hidden_dim=48",
-        "model.net.mask_dim=64",
+        "model.net.mask_dim=16",
         "model.net.dim_feedforward=64",
         "model.optim.warmup_steps=0",
         "num_threads=1",
