@@ -102,6 +102,20 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
     return ckpt_path
 
 
+STEP_BOUNDED_RESUME_WARNING = (
+    "resuming a run bounded by trainer.max_steps: Lightning restarts step-bounded runs inside the "
+    "checkpoint's epoch, but last.ckpt is saved at an epoch's end, so the resumed run takes one extra step "
+    "in that epoch and shifts every later epoch boundary: it will not end with exactly the weights of an "
+    "uninterrupted run. Bound the run with trainer.max_epochs (and trainer.max_steps=-1) to resume exactly."
+)
+
+
+def warn_if_inexact_resume(cfg: DictConfig) -> None:
+    """Exact resumption holds for epoch-bounded runs only (tests/test_train.py checks both cases)."""
+    if cfg.train and cfg.ckpt_path is not None and cfg.trainer.get("max_steps", -1) not in (-1, None):
+        log.warning(STEP_BOUNDED_RESUME_WARNING)
+
+
 def write_run_config(cfg: DictConfig, output_dir: Path) -> None:
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / RESOLVED_CONFIG_FILE).write_text(OmegaConf.to_yaml(cfg, resolve=True))
@@ -123,6 +137,7 @@ def run_training(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     """Train (``cfg.train``) and evaluate (``cfg.final_eval``); returns the final validation statistics."""
     if cfg.num_threads is not None:
         torch.set_num_threads(int(cfg.num_threads))
+    warn_if_inexact_resume(cfg)
     L.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
     module = build_module(cfg, datamodule)
