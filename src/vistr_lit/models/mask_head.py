@@ -22,6 +22,7 @@ FPN_GROUPS = 8  # GroupNorm groups in the FPN head (fewer when a width is not di
 TEMPORAL_GROUPS = 4  # GroupNorm groups in the temporal head
 DCN_KERNEL = 3
 TEMPORAL_DILATION = 2  # the original's Conv3d(k=3, padding=2, dilation=2): 13 frames of receptive field
+PIXEL_TEMPORAL_KERNEL = 3  # PixelDecoder's temporal conv: a frame and its two neighbours
 
 
 def _group_norm(groups: int, channels: int) -> nn.GroupNorm:
@@ -262,8 +263,8 @@ class PixelDecoder(nn.Module):
         self.adapters = nn.ModuleList(nn.Conv2d(c, dim, 1) for c in fpn_dims)
         self.convs = nn.ModuleList(nn.Conv2d(dim, dim, 3, padding=1) for _ in range(len(fpn_dims) + 1))
         self.norms = nn.ModuleList(_group_norm(FPN_GROUPS, dim) for _ in range(len(fpn_dims) + 1))
-        kernel = (3, 1, 1)
-        self.temporal = nn.Conv3d(dim, dim, kernel, padding=(1, 0, 0)) if temporal else None
+        kernel, padding = (PIXEL_TEMPORAL_KERNEL, 1, 1), (PIXEL_TEMPORAL_KERNEL // 2, 0, 0)
+        self.temporal = nn.Conv3d(dim, dim, kernel, padding=padding) if temporal else None
         self.out = nn.Conv2d(dim, dim, 1)
 
     def forward(
@@ -284,7 +285,8 @@ class PixelDecoder(nn.Module):
             return keep_mask(level_sizes, t.shape[-2], t.shape[-1], t.shape[0] // clips, t.dtype)
 
         k = keep(memory, self.strides[0])
-        x = self.convs[0](zero_padding(self.lateral(memory), k))
+        # the memory arrives as a permuted view: contiguous, so weight gradients keep DDP's bucket layout
+        x = self.convs[0](zero_padding(self.lateral(memory.contiguous()), k))
         x = F.relu(masked_group_norm(x, self.norms[0], k))
         for level, fpn in enumerate(fpns):
             factor = self.strides[level] // self.strides[level + 1]
