@@ -83,8 +83,9 @@ def test_quickstart_is_cpu_sized_and_time_guarded():
     assert cfg.model.optim.lr_backbone == cfg.model.optim.lr  # trained from scratch
     assert cfg.data.synthvis.train_videos == 1000  # the 150-video default is memorised, not learned
     assert cfg.model.net.mask_fusion == "dot_product"  # the paper's head learns ~2x slower per minute
-    roots = [OmegaConf.to_container(c.data, resolve=False)["root"] for c in (cfg, compose_train())]
-    root, default_root = roots
+    root, default_root = (
+        OmegaConf.to_container(c.data, resolve=False)["root"] for c in (cfg, compose_train())
+    )
     assert root != default_root  # its own folder: never clashes with the default synthvis
 
 

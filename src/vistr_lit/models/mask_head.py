@@ -29,6 +29,19 @@ def _group_norm(groups: int, channels: int) -> nn.GroupNorm:
     return nn.GroupNorm(math.gcd(groups, channels), channels)
 
 
+def _level_keep(t: Tensor, sizes: Tensor | None, clips: int, stride: int) -> Tensor | None:
+    """Valid mask ``[R, 1, h, w]`` of features ``t`` ``[R, c, h, w]`` at ``stride``, whose R rows are the
+    clips' frames or (frame, instance) pairs, clip-major; None when nothing is padded."""
+    level_sizes = None if sizes is None else downscale(sizes, stride)
+    return keep_mask(level_sizes, t.shape[-2], t.shape[-1], t.shape[0] // clips, t.dtype)
+
+
+def _upsample_to(x: Tensor, factor: int, target: Tensor) -> Tensor:
+    """``x`` ``[R, c, h, w]`` nearest-upsampled by ``factor``, cropped to ``target``'s ``h' × w'``."""
+    up = F.interpolate(x, scale_factor=factor, mode="nearest") if factor > 1 else x
+    return up[..., : target.shape[-2], : target.shape[-1]]
+
+
 ATTENTION_MAP_SCALES = ("none", "cells")
 
 
@@ -152,19 +165,15 @@ class MaskHeadSmallConv(nn.Module):
         """
         clips = 1 if sizes is None else sizes.shape[0]
 
-        def keep(t: Tensor, stride: int) -> Tensor | None:
-            level_sizes = None if sizes is None else downscale(sizes, stride)
-            return keep_mask(level_sizes, t.shape[-2], t.shape[-1], t.shape[0] // clips, t.dtype)
-
         channels = memory.shape[1]
         weight, padding = self.lay1.weight, self.lay1.padding
         shared = F.conv2d(
-            zero_padding(memory, keep(memory, self.strides[0])),
+            zero_padding(memory, _level_keep(memory, sizes, clips, self.strides[0])),
             weight[:, :channels],
             self.lay1.bias,
             padding=padding,
         )
-        k = keep(instance, self.strides[0])
+        k = _level_keep(instance, sizes, clips, self.strides[0])
         own = F.conv2d(zero_padding(instance, k), weight[:, channels:], None, padding=padding)
         x = (shared[:, None] + own.unflatten(0, (-1, num_instances))).flatten(0, 1)  # B·T·N x dim x h x w
         x = F.relu(masked_group_norm(x, self.gn1, k))
@@ -177,10 +186,9 @@ class MaskHeadSmallConv(nn.Module):
         for level, (fpn, ops) in enumerate(zip(fpns, layers)):
             factor = self.strides[level] // self.strides[level + 1]
             # B·T·N x c x h x w -> B·T x N x c x h' x w' (nearest upsampling, cropped to the FPN size)
-            up = F.interpolate(x, scale_factor=factor, mode="nearest") if factor > 1 else x
-            up = up[..., : fpn.shape[-2], : fpn.shape[-1]].unflatten(0, (-1, num_instances))
+            up = _upsample_to(x, factor, fpn).unflatten(0, (-1, num_instances))
             x = (up + ops[0](fpn)[:, None]).flatten(0, 1)
-            k = keep(x, self.strides[level + 1])
+            k = _level_keep(x, sizes, clips, self.strides[level + 1])
             if len(ops) > 1:
                 x = F.relu(masked_group_norm(ops[1](zero_padding(x, k)), ops[2], k))
         if self.conv_offset is None:
@@ -279,20 +287,14 @@ class PixelDecoder(nn.Module):
             ``[B·T, D, h_1, w_1]`` pixel embeddings at the layer1 stride, zero on padding.
         """
         clips = memory.shape[0] // num_frames
-
-        def keep(t: Tensor, stride: int) -> Tensor | None:
-            level_sizes = None if sizes is None else downscale(sizes, stride)
-            return keep_mask(level_sizes, t.shape[-2], t.shape[-1], t.shape[0] // clips, t.dtype)
-
-        k = keep(memory, self.strides[0])
+        k = _level_keep(memory, sizes, clips, self.strides[0])
         # the memory arrives as a permuted view: contiguous, so weight gradients keep DDP's bucket layout
         x = self.convs[0](zero_padding(self.lateral(memory.contiguous()), k))
         x = F.relu(masked_group_norm(x, self.norms[0], k))
         for level, fpn in enumerate(fpns):
             factor = self.strides[level] // self.strides[level + 1]
-            up = F.interpolate(x, scale_factor=factor, mode="nearest") if factor > 1 else x
-            x = up[..., : fpn.shape[-2], : fpn.shape[-1]] + self.adapters[level](fpn)
-            k = keep(x, self.strides[level + 1])
+            x = _upsample_to(x, factor, fpn) + self.adapters[level](fpn)
+            k = _level_keep(x, sizes, clips, self.strides[level + 1])
             x = self.convs[level + 1](zero_padding(x, k))
             x = F.relu(masked_group_norm(x, self.norms[level + 1], k))
         if self.temporal is not None:  # B·T x D x h x w -> B x D x T x h x w and back
