@@ -31,9 +31,12 @@ def drifting_squares(num_frames: int, height: int = 48, width: int = 64) -> Tens
 class FakeVisTR(nn.Module):
     """Returns the contract's dict: object c (pixels of channel c > 0) in slot (c + shift) % N, class c."""
 
-    def __init__(self, num_frames: int, num_instances: int = 5, num_classes: int = 4):
+    def __init__(
+        self, num_frames: int, num_instances: int = 5, num_classes: int = 4, mask_stride: int = MASK_STRIDE
+    ):
         super().__init__()
         self.num_frames, self.num_instances, self.num_classes = num_frames, num_instances, num_classes
+        self.mask_stride = mask_stride
         self.anchor = nn.Parameter(torch.zeros(()))  # gives the module a device
         self.calls = 0
 
@@ -46,7 +49,7 @@ class FakeVisTR(nn.Module):
         B, T, _, H, W = frames.shape
         N, K = self.num_instances, self.num_classes
         self.calls += 1
-        h, w = -(-H // MASK_STRIDE), -(-W // MASK_STRIDE)
+        h, w = -(-H // self.mask_stride), -(-W // self.mask_stride)
         logits = torch.full((B, T, N, K + 1), -5.0)
         logits[..., K] = 5.0  # no-object everywhere but the objects' slots
         masks = torch.full((B, T, N, h, w), -10.0)

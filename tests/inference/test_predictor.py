@@ -31,8 +31,8 @@ class RecordingModel(FakeVisTR):
         return matches[0]
 
 
-def predict(video: torch.Tensor, **kwargs):
-    model = RecordingModel(video.float() / 255)
+def predict(video: torch.Tensor, mask_stride: int = 4, **kwargs):
+    model = RecordingModel(video.float() / 255, mask_stride=mask_stride)
     predictor = VideoPredictor(model, PostProcessVideo(), **{"overlap": 2, "match_iou": 0.5, **kwargs})
     return predictor.predict_video(video.float() / 255, SIZE), model
 
@@ -78,6 +78,16 @@ def test_a_video_three_times_longer_than_t_gives_one_track_per_object(batch_size
             # frame order and count preserved: frame v's mask is the square drawn in frame v
             assert_same_square(rle, video, obj, frame)
     assert sorted(t.label for t in tracks) == list(range(NUM_OBJECTS))
+
+
+def test_masks_are_upsampled_from_the_models_own_stride():
+    """A stride-2 model (``VisTR.mask_stride``) gets its masks resampled at stride 2, not the default 4."""
+    video = drifting_squares(T + 2)
+    tracks, _ = predict(video, mask_stride=2)
+    assert len(tracks) == NUM_OBJECTS
+    for track in tracks:
+        for frame, rle in enumerate(track.segmentations):
+            assert_same_square(rle, video, track.label, frame)
 
 
 def _clips(video, starts):

@@ -150,6 +150,23 @@ def test_tiny_model_roundtrip_through_author_naming():
         torch.testing.assert_close(reloaded(frames)["pred_logits"], model(frames)["pred_logits"])
 
 
+def test_extra_query_groups_stay_fresh_and_other_heads_are_refused():
+    """A published file loads into a Group DETR model (its extra groups keep their initialization); into a
+    dot-product model it is refused with the mask-head keys named."""
+    model, authors = _tiny_model_in_author_naming(TINY_KWARGS)
+    grouped = build_vistr(**TINY_KWARGS, query_groups=3).eval()
+    fresh = grouped.group_query_embed.weight.detach().clone()
+    report = load_vistr_checkpoint(grouped, authors)
+    assert report.initialized == ["group_query_embed.weight"]
+    assert torch.equal(grouped.group_query_embed.weight, fresh)
+    frames = torch.randn(1, 2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(grouped(frames)["pred_logits"], model(frames)["pred_logits"])
+    dot = build_vistr(**{**TINY_KWARGS, "mask_fusion": "dot_product"})
+    with pytest.raises(CheckpointError, match=r"unexpected: .*bbox_attention.*missing|missing: .*mask_embed"):
+        load_vistr_checkpoint(dot, authors)
+
+
 def test_init_from_detr_loads_all_but_the_new_and_reset_parts(reference_sd):
     detr = {
         k.replace("vistr.", "detr."): v for k, v in reference_sd.items() if not k.startswith(NEW_IN_VISTR)

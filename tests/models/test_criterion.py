@@ -72,6 +72,19 @@ def test_loss_names_and_aux_masks_only_where_predicted():
     torch.testing.assert_close(total, sum(criterion.weight_dict[k] * v for k, v in losses.items()))
 
 
+def test_query_groups_are_matched_apart_and_averaged():
+    """Group DETR: each group's losses come from its own matching; the result is their mean."""
+    criterion = SetCriterion(NUM_CLASSES, HungarianMatcher(), num_aux_layers=2)
+    targets = make_targets(2)
+    main, extra = make_outputs(3), make_outputs(4)
+    alone = [criterion(main, targets), criterion(extra, targets)]
+    grouped = criterion({**main, "group_outputs": [extra]}, targets)
+    assert set(grouped) == set(alone[0])
+    for name, value in grouped.items():
+        torch.testing.assert_close(value, (alone[0][name] + alone[1][name]) / 2)
+    assert not torch.allclose(alone[0]["loss_ce"], alone[1]["loss_ce"])
+
+
 def test_weighted_total_refuses_unweighted_losses():
     criterion = SetCriterion(NUM_CLASSES, HungarianMatcher(), num_aux_layers=0)
     with pytest.raises(KeyError, match="loss_ce_0"):

@@ -99,9 +99,10 @@ def test_padding_is_cropped_before_upsampling_to_each_clip_original_size():
         assert pred.masks[0, 0].any(1).all()  # every row of the valid region
 
 
-def test_upsampling_matches_bilinear_interpolation_without_padding():
+@pytest.mark.parametrize("stride", [4, 2])
+def test_upsampling_matches_bilinear_interpolation_without_padding(stride):
     logits = torch.randn(T, 6, 7)
-    ours = PostProcessVideo._upsample(logits, torch.tensor([24, 28]), (30, 50))
+    ours = PostProcessVideo._upsample(logits, torch.tensor([6 * stride, 7 * stride]), (30, 50), stride)
     theirs = F.interpolate(logits[None], size=(30, 50), mode="bilinear", align_corners=False)[0]
     torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
 

@@ -58,6 +58,7 @@ def _pad_batch(clip_a, clip_b, size):
         {},
         {"mask_fusion": "concat", "temporal_fusion": "none"},
         {"mask_fusion": "dot_product", "dilation": True},
+        {"mask_fusion": "dot_product", "mask_stride": 2},
     ],
 )
 def test_padded_clip_predicts_like_the_clip_alone(kwargs):
@@ -106,12 +107,16 @@ def test_eval_is_deterministic_and_train_uses_dropout():
         {"mask_deformable": False},
         {"mask_fusion": "dot_product"},
         {"mask_fusion": "dot_product", "temporal_fusion": "none", "mask_dim": 16},
+        {"mask_fusion": "dot_product", "aux_masks": True, "mask_stride": 2},
+        {"query_groups": 3},
+        {"mask_fusion": "dot_product", "query_groups": 2},
     ],
 )
 def test_every_variant_builds_trains_and_runs(kwargs):
     model = tiny_vistr(**kwargs).train()
     out = model(torch.randn(2, 3, 3, 32, 32), torch.zeros(2, 32, 32, dtype=torch.bool))
-    assert out["pred_masks"].shape == (2, 6, 8, 8)
+    side = 32 // model.mask_stride
+    assert out["pred_masks"].shape == (2, 6, side, side)
     assert ("aux_outputs" in out) == kwargs.get("aux_loss", True)
     loss = out["pred_logits"].sum() + out["pred_boxes"].sum() + out["pred_masks"].sum()
     loss.backward()
@@ -173,6 +178,59 @@ def test_dot_product_masks_are_query_embeddings_times_pixel_embeddings():
             torch.testing.assert_close(masks[0, t * 3 + i], expected, atol=1e-5, rtol=1e-4)
 
 
+def test_mask_stride_2_adds_the_stem_level():
+    model = tiny_vistr(mask_fusion="dot_product", mask_stride=2)
+    assert model.mask_head.out_stride == 2 and tiny_vistr(mask_fusion="dot_product").mask_head.out_stride == 4
+    with torch.no_grad():
+        masks = model(torch.randn(1, 3, 3, 40, 52))["pred_masks"]
+    assert masks.shape == (1, 6, 20, 26)
+    # the stem reaches the masks through its adapter
+    frames = torch.randn(1, 3, 3, 40, 52)
+    model.mask_head.stem_adapter.weight.data.mul_(100.0)
+    with torch.no_grad():
+        base = model(frames)["pred_masks"]
+        frames[0, 0, :, 21, 31] += 5.0
+        moved = model(frames)["pred_masks"]
+    assert (moved - base)[0, 0].abs().max() > 1e-3
+
+
+def test_aux_masks_supervise_every_decoder_layer():
+    model = tiny_vistr(mask_fusion="dot_product", dec_layers=3, aux_masks=True).train()
+    out = model(torch.randn(1, 3, 3, 32, 32))
+    assert [aux["pred_masks"].shape for aux in out["aux_outputs"]] == [out["pred_masks"].shape] * 2
+    assert (
+        "pred_masks"
+        not in tiny_vistr(mask_fusion="dot_product").train()(torch.randn(1, 3, 3, 32, 32))["aux_outputs"][0]
+    )
+
+
+def test_query_groups_train_extra_decoders_and_vanish_in_eval():
+    """Group DETR: each extra group matches its own queries; eval runs the main group alone, as G = 1."""
+    grouped = tiny_vistr(query_groups=3, seed=5, dropout=0.0)
+    single = tiny_vistr(seed=6, dropout=0.0)
+    single.load_state_dict({k: v for k, v in grouped.state_dict().items() if not k.startswith("group_query")})
+    frames = torch.randn(2, 3, 3, 32, 32)
+    with torch.no_grad():
+        out = grouped(frames)
+        assert "group_outputs" not in out
+        torch.testing.assert_close(out["pred_masks"], single(frames)["pred_masks"])
+        grouped.train()
+        single.train()
+        train_out = grouped(frames)
+        # groups attend only to themselves: the main group decodes exactly as the single model does
+        torch.testing.assert_close(train_out["pred_logits"], single(frames)["pred_logits"])
+    groups = train_out["group_outputs"]
+    assert len(groups) == 2 and all(g["pred_masks"].shape == train_out["pred_masks"].shape for g in groups)
+    assert not torch.allclose(groups[0]["pred_logits"], train_out["pred_logits"])
+    assert len(groups[1]["aux_outputs"]) == TINY["dec_layers"] - 1
+    train_out = grouped(frames)  # with gradients: the extra queries learn from their own outputs only
+    train_out["pred_logits"].sum().backward(retain_graph=True)
+    assert grouped.group_query_embed.weight.grad.abs().max() == 0
+    train_out["group_outputs"][1]["pred_logits"].sum().backward()
+    grad = grouped.group_query_embed.weight.grad.unflatten(0, (2, -1))  # group 1, group 2
+    assert grad[0].abs().max() == 0 and grad[1].abs().max() > 0
+
+
 def test_dot_product_temporal_fusion_mixes_frames():
     """conv3d: a frame's masks depend on its neighbours' pixels; none: they do not."""
     frames = torch.randn(1, 3, 3, 32, 32)
@@ -223,6 +281,10 @@ def test_r50_has_the_original_parameter_count():
         ({"temporal_fusion": "lstm"}, "temporal_fusion"),
         ({"trainable_stages": ("layer5",)}, "trainable_stages"),
         ({"backbone": "resnet10", "pretrained_backbone": "IMAGENET1K_V1"}, "no published weights"),
+        ({"aux_masks": True}, "aux_masks needs mask_fusion 'dot_product'"),
+        ({"query_groups": 0}, "query_groups must be >= 1"),
+        ({"mask_stride": 2}, "mask_stride must be one of"),
+        ({"mask_fusion": "dot_product", "mask_stride": 8}, "mask_stride must be one of"),
     ],
 )
 def test_bad_arguments_raise_clear_errors(kwargs, message):

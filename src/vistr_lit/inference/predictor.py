@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from vistr_lit.inference.stitching import TrackStitcher
 from vistr_lit.inference.track import Track
-from vistr_lit.models.postprocess import ClipPredictions, PostProcessVideo
+from vistr_lit.models.postprocess import MASK_STRIDE, ClipPredictions, PostProcessVideo
 
 
 def window_starts(video_length: int, window: int, overlap: int) -> list[int]:
@@ -138,7 +138,8 @@ class VideoPredictor:
         B, H, W = clips.shape[0], clips.shape[-2], clips.shape[-1]
         sizes = torch.tensor([[H, W]] * B)
         orig_sizes = torch.as_tensor(orig_size).reshape(1, 2).expand(B, 2)
-        clip_predictions = self.postprocess(_to_cpu(outputs), sizes, orig_sizes, T)
+        stride = getattr(self.model, "mask_stride", MASK_STRIDE)  # models other than VisTR: the usual 4
+        clip_predictions = self.postprocess(_to_cpu(outputs), sizes, orig_sizes, T, stride)
         for (start, _), length, predictions in zip(batch, lengths, clip_predictions):
             stitcher.add_window(start, _drop_padded(predictions, length))
 

@@ -123,6 +123,7 @@ class Backbone(nn.Module):
     Attributes:
         num_channels: channels of layer1..layer4.
         strides: strides of layer1..layer4 (layer4 is 16 with dilation, else 32).
+        stem_channels, stem_stride: channels and stride (2) of the stem, before the max-pool.
     """
 
     def __init__(
@@ -148,15 +149,20 @@ class Backbone(nn.Module):
         self.strides = [STEM_STRIDE * 2**i for i in range(len(LEVELS))]
         if dilation:
             self.strides[-1] = self.strides[-2]
+        self.stem_channels, self.stem_stride = width, STEM_STRIDE // 2
 
-    def forward(self, frames: Tensor, sizes: Tensor | None = None) -> list[Tensor]:
+    def forward(
+        self, frames: Tensor, sizes: Tensor | None = None, return_stem: bool = False
+    ) -> list[Tensor] | tuple[list[Tensor], Tensor]:
         """Multi-scale features of a batch of frames.
 
         Args:
             frames: ``[B·T, 3, H, W]`` normalized frames (clip-major: the T frames of clip b are rows b·T..).
             sizes: int64 ``[B, 2]`` valid (height, width) of each clip, or None when nothing is padded.
+            return_stem: also return the stem (conv1, before the max-pool) ``[B·T, width, ⌈H/2⌉, ⌈W/2⌉]``,
+                zero on padding.
         Returns:
-            ``[layer1, layer2, layer3, layer4]``, each ``[B·T, C_l, ⌈H/s_l⌉, ⌈W/s_l⌉]``.
+            ``[layer1, layer2, layer3, layer4]``, each ``[B·T, C_l, ⌈H/s_l⌉, ⌈W/s_l⌉]`` (and the stem).
         """
         repeats = 1 if sizes is None else frames.shape[0] // sizes.shape[0]
         keeps: dict[int, Tensor | None] = {}
@@ -169,9 +175,8 @@ class Backbone(nn.Module):
 
         body = self.body
         x = body.relu(body.bn1(body.conv1(zero_padding(frames, keep(1, *frames.shape[-2:])))))
-        x = body.maxpool(
-            zero_padding(x, keep(STEM_STRIDE // 2, *x.shape[-2:]))
-        )  # inputs >= 0: zeros never win the max
+        stem = zero_padding(x, keep(self.stem_stride, *x.shape[-2:]))
+        x = body.maxpool(stem)  # inputs >= 0: zeros never win the max
         stride = STEM_STRIDE
         features = []
         for level in LEVELS:
@@ -184,4 +189,4 @@ class Backbone(nn.Module):
                 x = _block_forward(block, x, keep_in, keep_out)
                 stride = out_stride
             features.append(x)
-        return features
+        return (features, stem) if return_stem else features

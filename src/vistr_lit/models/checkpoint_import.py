@@ -32,7 +32,11 @@ DETR_INIT_FRESH = (
     "mask_head.conv_offset.",
     "mask_head.dcn.",
     "insmask_head.",
+    "group_query_embed.",
 )
+# Training-only parameters no published checkpoint has (Group DETR's extra query groups): a file without
+# them still loads, and they keep the model's initialization.
+TRAINING_ONLY = ("group_query_embed.",)
 StateDict = dict[str, Tensor]
 
 
@@ -219,7 +223,8 @@ def _raise_if_mismatched(source: str, missing: list, unexpected: list, shapes: l
 def load_vistr_checkpoint(
     model: nn.Module, path_or_sd: str | PathLike | dict, category_ids: list[int] | None = None
 ) -> ImportReport:
-    """Load a full VisTR checkpoint strictly: every key consumed, every parameter and buffer filled.
+    """Load a full VisTR checkpoint strictly: every key consumed, every parameter and buffer filled
+    (except training-only extra query groups, which keep their initialization when the file lacks them).
 
     Accepts the authors' files/state dicts (converted, see ``convert_vistr_state_dict``; ``category_ids``
     selects their classes, default ``1..model.num_classes``) or a state dict already in our naming.
@@ -238,9 +243,11 @@ def load_vistr_checkpoint(
         sd, _ = convert_vistr_state_dict(
             sd, category_ids=category_ids, num_instances=num_instances, source=source
         )
-    _raise_if_mismatched(source, *_mismatches(model, sd, ()))
-    model.load_state_dict(sd, strict=True)
-    return ImportReport(loaded=sorted(sd))
+    fresh = sorted(k for k in model.state_dict() if k.startswith(TRAINING_ONLY) and k not in sd)
+    missing, unexpected, shapes = _mismatches(model, sd, ())
+    _raise_if_mismatched(source, [k for k in missing if k not in fresh], unexpected, shapes)
+    model.load_state_dict(sd, strict=not fresh)
+    return ImportReport(loaded=sorted(sd), initialized=fresh)
 
 
 def init_from_detr(model: nn.Module, path_or_sd: str | PathLike | dict) -> ImportReport:

@@ -100,7 +100,9 @@ class SetCriterion(nn.Module):
 
         Args:
             outputs: `pred_logits` `[B, Q, K+1]`, `pred_boxes` `[B, Q, 4]`, `pred_masks` `[B, Q, h, w]`
-                (needed for "masks"), optional `aux_outputs`: list of dicts with the same keys.
+                (needed for "masks"), optional `aux_outputs`: list of dicts with the same keys, optional
+                `group_outputs`: list of dicts like `outputs` from extra query groups (Group DETR), whose
+                losses are averaged with the main group's, each group with its own matching.
             targets: B dicts with `labels` `[M]`, `boxes` `[M, T, 4]`, `valid` `[M, T]`,
                 `masks` `[M, T, H, W]`.
 
@@ -121,6 +123,18 @@ class SetCriterion(nn.Module):
             # once for every layer's matching and losses, instead of once per use
             size = tuple(outputs["pred_masks"].shape[-2:])
             targets = [dict(t, masks=resize_mask_targets(t["masks"], size)) for t in targets]  # [M, T, h, w]
+        per_group = [
+            self.group_losses(group, targets, normalizer, num_frames)
+            for group in [outputs, *outputs.get("group_outputs", [])]
+        ]
+        if len(per_group) == 1:
+            return per_group[0]
+        return {name: torch.stack([group[name] for group in per_group]).mean() for name in per_group[0]}
+
+    def group_losses(
+        self, outputs: dict, targets: list[dict], normalizer: Tensor, num_frames: int
+    ) -> dict[str, Tensor]:
+        """The losses of one query group: its last layer and, as ``{name}_{i}``, its auxiliary layers."""
         losses = self.layer_losses(outputs, targets, normalizer, num_frames)
         for i, aux in enumerate(outputs.get("aux_outputs", [])):
             layer = self.layer_losses(aux, targets, normalizer, num_frames)

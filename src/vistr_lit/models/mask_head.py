@@ -259,10 +259,19 @@ class PixelDecoder(nn.Module):
         dim: D, the width of every level and of the output embeddings.
         strides: strides of the memory and of the three FPN levels, e.g. (32, 16, 8, 4).
         temporal: fuse the embeddings across frames.
+        stem_dim: channels of the backbone's stem (stride 2) to end one level finer, at half the last
+            FPN stride: nearest upsampling plus the projected stem, then a depthwise 3×3 conv (cheap at
+            4× the pixels). None: the embeddings stay at the last FPN stride.
     """
 
     def __init__(
-        self, memory_dim: int, fpn_dims: Sequence[int], dim: int, strides: Sequence[int], temporal: bool
+        self,
+        memory_dim: int,
+        fpn_dims: Sequence[int],
+        dim: int,
+        strides: Sequence[int],
+        temporal: bool,
+        stem_dim: int | None = None,
     ) -> None:
         super().__init__()
         self.strides = tuple(strides)
@@ -273,19 +282,37 @@ class PixelDecoder(nn.Module):
         self.norms = nn.ModuleList(_group_norm(FPN_GROUPS, dim) for _ in range(len(fpn_dims) + 1))
         kernel, padding = (PIXEL_TEMPORAL_KERNEL, 1, 1), (PIXEL_TEMPORAL_KERNEL // 2, 0, 0)
         self.temporal = nn.Conv3d(dim, dim, kernel, padding=padding) if temporal else None
+        self.stem_adapter = self.stem_conv = self.stem_norm = None
+        if stem_dim is not None:
+            self.stem_adapter = nn.Conv2d(stem_dim, dim, 1)
+            self.stem_conv = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
+            self.stem_norm = _group_norm(FPN_GROUPS, dim)
         self.out = nn.Conv2d(dim, dim, 1)
 
+    @property
+    def out_stride(self) -> int:
+        """Stride of the pixel embeddings: the last FPN level's, or half of it with the stem."""
+        return self.strides[-1] // (1 if self.stem_adapter is None else 2)
+
     def forward(
-        self, memory: Tensor, fpns: Sequence[Tensor], sizes: Tensor | None, num_frames: int
+        self,
+        memory: Tensor,
+        fpns: Sequence[Tensor],
+        sizes: Tensor | None,
+        num_frames: int,
+        stem: Tensor | None = None,
     ) -> Tensor:
         """Args:
             memory: ``[B·T, C, h, w]`` each frame's encoder memory at the layer4 stride (clip-major).
             fpns: layer3, layer2, layer1 features, each ``[B·T, C_l, h_l, w_l]``.
             sizes: int64 ``[B, 2]`` valid (height, width) of each clip, or None (no padding).
             num_frames: T.
+            stem: ``[B·T, stem_dim, h_s, w_s]`` the backbone's stem; required iff built with ``stem_dim``.
         Returns:
-            ``[B·T, D, h_1, w_1]`` pixel embeddings at the layer1 stride, zero on padding.
+            ``[B·T, D, h_o, w_o]`` pixel embeddings at ``out_stride``, zero on padding.
         """
+        if (stem is None) != (self.stem_adapter is None):
+            raise ValueError("PixelDecoder: pass the stem features exactly when built with stem_dim")
         clips = memory.shape[0] // num_frames
         k = _level_keep(memory, sizes, clips, self.strides[0])
         # the memory arrives as a permuted view: contiguous, so weight gradients keep DDP's bucket layout
@@ -300,4 +327,8 @@ class PixelDecoder(nn.Module):
         if self.temporal is not None:  # B·T x D x h x w -> B x D x T x h x w and back
             clip_major = zero_padding(x, k).unflatten(0, (clips, -1)).transpose(1, 2)
             x = x + self.temporal(clip_major).transpose(1, 2).flatten(0, 1)
+        if stem is not None:
+            x = _upsample_to(x, 2, stem) + self.stem_adapter(stem)
+            k = _level_keep(x, sizes, clips, self.out_stride)
+            x = F.relu(masked_group_norm(self.stem_conv(zero_padding(x, k)), self.stem_norm, k))
         return zero_padding(self.out(x), k)

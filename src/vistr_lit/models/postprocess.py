@@ -92,15 +92,21 @@ class PostProcessVideo:
 
     @torch.no_grad()
     def __call__(
-        self, outputs: dict[str, Tensor], sizes: Tensor, orig_sizes: Tensor, num_frames: int
+        self,
+        outputs: dict[str, Tensor],
+        sizes: Tensor,
+        orig_sizes: Tensor,
+        num_frames: int,
+        mask_stride: int = MASK_STRIDE,
     ) -> list[ClipPredictions]:
         """
         Args:
             outputs: the model's dict with ``pred_logits`` ``[B, Q, K+1]`` and ``pred_masks`` ``[B, Q, h, w]``
-                (mask logits at 1/4 of the padded input size), Q = T·N.
+                (mask logits at 1/``mask_stride`` of the padded input size), Q = T·N.
             sizes: int ``[B, 2]`` valid (unpadded) input size (H, W) of each clip.
             orig_sizes: int ``[B, 2]`` original frame size (height, width) of each clip's video.
             num_frames: T, the frames per clip.
+            mask_stride: the model's mask stride (``VisTR.mask_stride``: 4, or 2 with the stem level).
         Returns:
             B :class:`ClipPredictions`, masks at each clip's original size.
         """
@@ -118,12 +124,20 @@ class PostProcessVideo:
         frame_labels = frame_labels.view(B, T, N).transpose(1, 2)
         mask_logits = mask_logits.view(B, T, N, *mask_logits.shape[-2:]).transpose(1, 2)  # B x N x T x h x w
         return [
-            self._one_clip(frame_scores[b], frame_labels[b], mask_logits[b], sizes[b], orig_sizes[b])
+            self._one_clip(
+                frame_scores[b], frame_labels[b], mask_logits[b], sizes[b], orig_sizes[b], mask_stride
+            )
             for b in range(B)
         ]
 
     def _one_clip(
-        self, frame_scores: Tensor, frame_labels: Tensor, mask_logits: Tensor, size: Tensor, orig_size: Tensor
+        self,
+        frame_scores: Tensor,
+        frame_labels: Tensor,
+        mask_logits: Tensor,
+        size: Tensor,
+        orig_size: Tensor,
+        mask_stride: int,
     ) -> ClipPredictions:
         """frame_scores/labels ``[N, T]``, mask_logits ``[N, T, h, w]`` → the clip's kept predictions."""
         N, T = frame_scores.shape
@@ -134,7 +148,9 @@ class PostProcessVideo:
         for slot in order.tolist():
             if self.top_k is not None and len(kept) == self.top_k:
                 break
-            slot_masks = self._upsample(mask_logits[slot], size, (height, width)) > self._logit_threshold
+            slot_masks = (
+                self._upsample(mask_logits[slot], size, (height, width), mask_stride) > self._logit_threshold
+            )
             if not slot_masks.any():  # empty in every frame: the original drops the slot
                 continue
             kept.append(slot)
@@ -157,16 +173,16 @@ class PostProcessVideo:
         return float(torch.logit(torch.tensor(self.mask_threshold, dtype=torch.float64)))
 
     @staticmethod
-    def _upsample(mask_logits: Tensor, size: Tensor, orig_size: tuple[int, int]) -> Tensor:
+    def _upsample(mask_logits: Tensor, size: Tensor, orig_size: tuple[int, int], stride: int) -> Tensor:
         """Mask logits ``[T, h, w]`` of the padded input → ``[T, height, width]`` of the valid region.
 
-        The valid region (H, W) covers ``[0, W/4] x [0, H/4]`` of the stride-4 map (fractional when H or W is
-        not a multiple of 4); ``roi_align`` with one sample per output pixel and ``aligned=True`` is exactly
+        The valid region (H, W) covers ``[0, W/s] x [0, H/s]`` of the stride-s map (fractional when H or W is
+        not a multiple of s); ``roi_align`` with one sample per output pixel and ``aligned=True`` is exactly
         bilinear interpolation (``align_corners=False``) of that region. Only the last half-pixel rows and
         columns differ from cropping first: they interpolate towards their padded neighbours.
         """
         H, W = (float(v) for v in size)
-        box = torch.tensor([[0.0, 0.0, 0.0, W / MASK_STRIDE, H / MASK_STRIDE]], device=mask_logits.device)
+        box = torch.tensor([[0.0, 0.0, 0.0, W / stride, H / stride]], device=mask_logits.device)
         return roi_align(
             mask_logits.float().unsqueeze(0),
             box,

@@ -100,13 +100,22 @@ class TransformerDecoderLayer(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(
-        self, tgt: Tensor, memory: Tensor, pos: Tensor, query_pos: Tensor, memory_mask: Tensor | None
+        self,
+        tgt: Tensor,
+        memory: Tensor,
+        pos: Tensor,
+        query_pos: Tensor,
+        memory_mask: Tensor | None,
+        groups: int = 1,
     ) -> Tensor:
-        """tgt, query_pos: ``[B, Q, C]``; memory, pos: ``[B, S, C]``; memory_mask ``[B, S]``.
+        """tgt, query_pos: ``[B, G·Q, C]``; memory, pos: ``[B, S, C]``; memory_mask ``[B, S]``.
 
-        Returns ``[B, Q, C]``."""
+        The G query groups attend to themselves only (each group is a decoder of its own over the same
+        memory). Returns ``[B, G·Q, C]``."""
         q = k = _with_pos(tgt, query_pos)
-        tgt = self.norm1(tgt + self.dropout(self.self_attn(q, k, tgt)))
+        fold = (lambda x: x.unflatten(1, (groups, -1)).flatten(0, 1)) if groups > 1 else (lambda x: x)
+        attn = self.self_attn(fold(q), fold(k), fold(tgt)).reshape(tgt.shape)  # B·G x Q x C -> B x G·Q x C
+        tgt = self.norm1(tgt + self.dropout(attn))
         attn = self.multihead_attn(_with_pos(tgt, query_pos), _with_pos(memory, pos), memory, memory_mask)
         tgt = self.norm2(tgt + self.dropout(attn))
         ffn = self.linear2(self.dropout(F.relu(self.linear1(tgt))))
@@ -133,12 +142,18 @@ class TransformerDecoder(nn.Module):
         self.norm = nn.LayerNorm(d_model)
 
     def forward(
-        self, tgt: Tensor, memory: Tensor, pos: Tensor, query_pos: Tensor, memory_mask: Tensor | None
+        self,
+        tgt: Tensor,
+        memory: Tensor,
+        pos: Tensor,
+        query_pos: Tensor,
+        memory_mask: Tensor | None,
+        groups: int = 1,
     ) -> Tensor:
         """Returns ``[L, B, Q, C]``: the normed output of every layer."""
         outputs = []
         for layer in self.layers:
-            tgt = layer(tgt, memory, pos, query_pos, memory_mask)
+            tgt = layer(tgt, memory, pos, query_pos, memory_mask, groups)
             outputs.append(self.norm(tgt))
         return torch.stack(outputs)
 
@@ -179,19 +194,22 @@ class Transformer(nn.Module):
                 nn.init.xavier_uniform_(p)
 
     def forward(
-        self, src: Tensor, pos: Tensor, query_embed: Tensor, mask: Tensor | None
+        self, src: Tensor, pos: Tensor, query_embed: Tensor, mask: Tensor | None, query_groups: int = 1
     ) -> tuple[Tensor, Tensor]:
         """Encode the clip and decode the queries.
 
         Args:
             src: ``[B, S, C]`` projected features, S = T·h·w frame-major (t·h·w + y·w + x).
             pos: ``[B, S, C]`` position encoding.
-            query_embed: ``[Q, C]`` learned query positions.
+            query_embed: ``[G·Q, C]`` learned query positions, G groups of Q.
             mask: bool ``[B, S]``, True on padded tokens, or None.
+            query_groups: G; the decoder's self-attention stays within a group.
         Returns:
-            hs ``[L, B, Q, C]`` decoder outputs of every layer, memory ``[B, S, C]``.
+            hs ``[L, B, G·Q, C]`` decoder outputs of every layer, memory ``[B, S, C]``.
         """
+        if query_embed.shape[0] % query_groups:
+            raise ValueError(f"{query_embed.shape[0]} queries do not split into {query_groups} groups")
         memory = self.encoder(src, pos, mask)
         query_pos = query_embed[None].expand(src.shape[0], -1, -1)
         tgt = torch.zeros_like(query_pos)
-        return self.decoder(tgt, memory, pos, query_pos, mask), memory
+        return self.decoder(tgt, memory, pos, query_pos, mask, query_groups), memory

@@ -12,6 +12,7 @@ from vistr_lit.models.position_encoding import PositionEmbeddingSine3D
 from vistr_lit.models.transformer import Transformer
 
 MASK_FUSIONS = ("attention", "concat", "dot_product")
+MASK_STRIDES = (4, 2)  # layer1's (the paper); 2 adds the backbone's stem to the dot-product head
 TEMPORAL_FUSIONS = ("conv3d", "none")
 # Attributes of VisTR that form the mask branch: query/memory attention maps, FPN head, 3-D head (and the
 # dot-product head's query mask embeddings).
@@ -60,6 +61,14 @@ class VisTR(nn.Module):
         attention_map_scale: ``"none"`` (original) or ``"cells"``: the attention maps times the number of
             valid memory cells, so the instance signal is not ~1/(h·w) beside the memory features
             (``MHAttentionMap``).
+        aux_masks: with ``"dot_product"`` (not in the paper, as in Mask2Former): every auxiliary decoder
+            layer also predicts masks from the same pixel embeddings, so the mask losses supervise each layer.
+        query_groups: G (not in the paper: Group DETR). In training, G - 1 extra groups of T·N queries
+            decode the same memory, each attending only to itself and matched on its own; their outputs go
+            to ``group_outputs`` and their losses are averaged with the main group's. More positive matches
+            per step for a cheap decoder; in eval mode only the main group runs (same outputs as G = 1).
+        mask_stride: stride of ``pred_masks``: 4 (layer1, the paper) or, with ``"dot_product"``, 2 (the
+            pixel decoder adds the backbone's stem: finer masks for small objects, not in the paper).
     """
 
     def __init__(
@@ -75,6 +84,9 @@ class VisTR(nn.Module):
         mask_deformable: bool = True,
         mask_dim: int | None = None,
         attention_map_scale: str = "none",
+        aux_masks: bool = False,
+        query_groups: int = 1,
+        mask_stride: int = 4,
     ) -> None:
         super().__init__()
         if mask_fusion not in MASK_FUSIONS:
@@ -88,6 +100,17 @@ class VisTR(nn.Module):
         ):
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
+        if aux_masks and mask_fusion != "dot_product":
+            raise ValueError(f"aux_masks needs mask_fusion 'dot_product', got {mask_fusion!r}")
+        if mask_stride not in MASK_STRIDES or (
+            mask_stride != MASK_STRIDES[0] and mask_fusion != "dot_product"
+        ):
+            raise ValueError(
+                f"mask_stride must be one of {MASK_STRIDES} (2 only with mask_fusion 'dot_product'), got "
+                f"{mask_stride} with {mask_fusion!r}"
+            )
+        if query_groups < 1:
+            raise ValueError(f"query_groups must be >= 1, got {query_groups}")
         hidden_dim, nheads = transformer.d_model, transformer.nhead
         if hidden_dim % (2 * POSITION_AXES):
             raise ValueError(
@@ -100,14 +123,22 @@ class VisTR(nn.Module):
         self.input_proj = nn.Conv2d(backbone.num_channels[-1], hidden_dim, kernel_size=1)
         self.transformer = transformer
         self.query_embed = nn.Embedding(num_frames * num_instances, hidden_dim)
+        self.query_groups, self.mask_stride = query_groups, mask_stride
+        self.group_query_embed = (
+            nn.Embedding((query_groups - 1) * num_frames * num_instances, hidden_dim)
+            if query_groups > 1
+            else None
+        )
         self.class_embed = nn.Linear(hidden_dim, num_classes + 1)
         self.bbox_embed = MLP(hidden_dim, hidden_dim, BOX_COORDS, BOX_MLP_LAYERS)
         fpn_dims = backbone.num_channels[2::-1]  # layer3, layer2, layer1
         temporal = temporal_fusion == "conv3d"
         self.bbox_attention = self.insmask_head = self.mask_embed = None
+        self.aux_masks = aux_masks
         if mask_fusion == "dot_product":
             dim = mask_dim or hidden_dim // DOT_PRODUCT_WIDTH_DIVISOR
-            self.mask_head = PixelDecoder(hidden_dim, fpn_dims, dim, backbone.strides[::-1], temporal)
+            stem = backbone.stem_channels if mask_stride < backbone.strides[0] else None
+            self.mask_head = PixelDecoder(hidden_dim, fpn_dims, dim, backbone.strides[::-1], temporal, stem)
             self.mask_embed = MLP(hidden_dim, hidden_dim, dim, BOX_MLP_LAYERS)
         else:
             if mask_fusion == "attention":
@@ -126,8 +157,9 @@ class VisTR(nn.Module):
             pad_mask: bool ``[B, H, W]``, True on padding, or None (nothing padded).
         Returns:
             dict with ``pred_logits [B, Q, K+1]``, ``pred_boxes [B, Q, 4]`` (sigmoid cxcywh),
-            ``pred_masks [B, Q, ⌈H/4⌉, ⌈W/4⌉]`` mask logits (stride of layer1), and with ``aux_loss``
-            ``aux_outputs``: L-1 dicts of ``pred_logits``/``pred_boxes``. Query ``q = t·N + i``.
+            ``pred_masks [B, Q, ⌈H/s⌉, ⌈W/s⌉]`` mask logits at s = ``mask_stride``, and with ``aux_loss``
+            ``aux_outputs``: L-1 dicts of ``pred_logits``/``pred_boxes`` (and ``pred_masks`` with
+            ``aux_masks``). Query ``q = t·N + i``.
         """
         if frames.dim() != 5 or frames.shape[1] != self.num_frames:
             raise ValueError(f"frames must be [B, {self.num_frames}, 3, H, W], got {list(frames.shape)}")
@@ -137,7 +169,11 @@ class VisTR(nn.Module):
                 f"pad_mask must be [B, H, W] = {[batch, *frames.shape[-2:]]}, got {list(pad_mask.shape)}"
             )
         sizes = None if pad_mask is None or not pad_mask.any() else valid_sizes(pad_mask)
-        features = self.backbone(frames.flatten(0, 1), sizes)  # 4 x [B·T, C_l, h_l, w_l]
+        stem = None
+        if self.mask_stride < self.backbone.strides[0]:  # B·T x C_s x h_s x w_s
+            features, stem = self.backbone(frames.flatten(0, 1), sizes, return_stem=True)
+        else:
+            features = self.backbone(frames.flatten(0, 1), sizes)  # 4 x [B·T, C_l, h_l, w_l]
 
         src = self.input_proj(features[-1])  # B·T x C x h x w
         h, w = src.shape[-2:]
@@ -148,16 +184,68 @@ class VisTR(nn.Module):
         token_mask = (
             None if mask is None else clip_mask.expand(-1, num_frames, -1, -1).flatten(1)
         )  # B x T·h·w
-        hs, memory = self.transformer(tokens, pos.to(tokens.dtype), self.query_embed.weight, token_mask)
+        groups = self.query_groups if self.training else 1  # extra groups only train (Group DETR)
+        queries = self.query_embed.weight
+        if groups > 1:
+            queries = torch.cat([queries, self.group_query_embed.weight])
+        # L x B x G·Q x C
+        hs, memory = self.transformer(tokens, pos.to(tokens.dtype), queries, token_mask, groups)
+        pixels = (
+            None if self.mask_embed is None else self._pixel_embeddings(memory, features, sizes, (h, w), stem)
+        )
+        outputs = [
+            self._group_outputs(group_hs, memory, features, sizes, mask, (h, w), pixels)
+            for group_hs in hs.chunk(groups, dim=2)
+        ]
+        if groups > 1:
+            outputs[0]["group_outputs"] = outputs[1:]
+        return outputs[0]
 
+    def _group_outputs(
+        self,
+        hs: Tensor,
+        memory: Tensor,
+        features: Sequence[Tensor],
+        sizes: Tensor | None,
+        mask: Tensor | None,
+        memory_size: tuple[int, int],
+        pixels: Tensor | None,
+    ) -> dict:
+        """The prediction dict of one query group from its decoder outputs ``hs [L, B, Q, C]``."""
         logits, boxes = self.class_embed(hs), self.bbox_embed(hs).sigmoid()  # L x B x Q x (K+1) / 4
-        out = {"pred_logits": logits[-1], "pred_boxes": boxes[-1]}
-        out["pred_masks"] = self._predict_masks(hs[-1], memory, features, sizes, mask, (h, w))
+        layers = [{"pred_logits": c, "pred_boxes": b} for c, b in zip(logits, boxes)]
+        if pixels is not None:
+            masked = range(len(layers)) if self.aux_loss and self.aux_masks else [len(layers) - 1]
+            for layer in masked:
+                self._dot_product_outputs(layers[layer], hs[layer], pixels)
+        else:
+            layers[-1]["pred_masks"] = self._predict_masks(hs[-1], memory, features, sizes, mask, memory_size)
+        out = layers[-1]
         if self.aux_loss:
-            out["aux_outputs"] = [
-                {"pred_logits": c, "pred_boxes": b} for c, b in zip(logits[:-1], boxes[:-1])
-            ]
+            out["aux_outputs"] = layers[:-1]
         return out
+
+    def _pixel_embeddings(
+        self,
+        memory: Tensor,
+        features: Sequence[Tensor],
+        sizes: Tensor | None,
+        memory_size: tuple[int, int],
+        stem: Tensor | None,
+    ) -> Tensor:
+        """memory ``[B, T·h·w, C]`` -> the dot-product head's pixel embeddings ``[B·T, D, h_m, w_m]``."""
+        h, w = memory_size
+        # B x T·h·w x C -> B·T x C x h x w
+        frame_memory = memory.unflatten(1, (self.num_frames, h, w)).permute(0, 1, 4, 2, 3).flatten(0, 1)
+        fpns = [features[2], features[1], features[0]]
+        return self.mask_head(frame_memory, fpns, sizes, self.num_frames, stem)
+
+    def _dot_product_outputs(self, out: dict, queries: Tensor, pixels: Tensor) -> None:
+        """Add one decoder layer's ``pred_masks`` ``[B, Q, h_m, w_m]`` to ``out`` (queries ``[B, Q, C]``)."""
+        batch, num_frames, n = queries.shape[0], self.num_frames, self.num_instances
+        frame_queries = queries.unflatten(1, (num_frames, n)).flatten(0, 1)  # B·T x N x C
+        logits = torch.einsum("fnd,fdhw->fnhw", self.mask_embed(frame_queries), pixels)  # B·T x N x h_m x w_m
+        out["pred_masks"] = logits.unflatten(0, (batch, num_frames)).flatten(1, 2)  # B x T·N x h_m x w_m
 
     def _predict_masks(
         self,
@@ -175,10 +263,6 @@ class VisTR(nn.Module):
         # B x T·h·w x C -> B·T x C x h x w
         frame_memory = memory.unflatten(1, (num_frames, h, w)).permute(0, 1, 4, 2, 3).flatten(0, 1)
         fpns = [features[2], features[1], features[0]]
-        if self.mask_embed is not None:  # dot product: B·T x N x D against B·T x D x h_1 x w_1
-            pixels = self.mask_head(frame_memory, fpns, sizes, num_frames)
-            logits = torch.einsum("fnd,fdhw->fnhw", self.mask_embed(frame_queries), pixels)
-            return logits.unflatten(0, (batch, num_frames)).flatten(1, 2)  # B x T·N x h_1 x w_1
         if self.bbox_attention is not None:
             frame_mask = None if mask is None else mask.repeat_interleave(num_frames, dim=0)
             maps = self.bbox_attention(frame_queries, frame_memory, frame_mask)  # B·T x N x heads x h x w
@@ -223,6 +307,9 @@ def build_vistr(
     mask_dim: int | None = None,
     aux_loss: bool = True,
     attention_map_scale: str = "none",
+    aux_masks: bool = False,
+    query_groups: int = 1,
+    mask_stride: int = 4,
 ) -> VisTR:
     """Build VisTR from plain arguments (defaults: the original R50 configuration, T and K to choose).
 
@@ -246,4 +333,7 @@ def build_vistr(
         mask_deformable,
         mask_dim,
         attention_map_scale,
+        aux_masks,
+        query_groups,
+        mask_stride,
     )
