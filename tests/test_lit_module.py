@@ -93,6 +93,18 @@ def test_loss_weights_cover_auxiliary_layers():
     assert make_module().criterion.weight_dict == loss_weights(default_hparams()["criterion"], 1)
 
 
+def test_focal_settings_reach_the_criterion_and_older_hparams_keep_the_defaults():
+    hparams = default_hparams()
+    assert hparams["criterion"]["focal_alpha"] == 0.25 and hparams["criterion"]["focal_gamma"] == 2.0
+    hparams["criterion"].update(focal_alpha=0.5, focal_gamma=1.0)
+    module = VisTRLitModule(net=dict(NET), category_ids=[3, 7], category_names=["cat", "dog"], **hparams)
+    assert (module.criterion.focal_alpha, module.criterion.focal_gamma) == (0.5, 1.0)
+    for key in ("focal_alpha", "focal_gamma"):  # hyper-parameters saved before these keys existed
+        del hparams["criterion"][key]
+    module = VisTRLitModule(net=dict(NET), category_ids=[3, 7], category_names=["cat", "dog"], **hparams)
+    assert (module.criterion.focal_alpha, module.criterion.focal_gamma) == (0.25, 2.0)
+
+
 def test_load_from_checkpoint_rebuilds_everything(tmp_path):
     module = make_module().eval()
     path = tmp_path / "m.ckpt"

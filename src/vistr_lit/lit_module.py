@@ -93,6 +93,8 @@ class VisTRLitModule(L.LightningModule):
             eos_coef=criterion["eos_coef"],
             mask_loss_resolution=criterion["mask_loss_resolution"],
             normalizer=criterion["normalizer"],
+            # checkpoints saved before these keys existed used SetCriterion's defaults (the original's)
+            **{k: criterion[k] for k in ("focal_alpha", "focal_gamma") if k in criterion},
         )
         self.postprocess = PostProcessVideo(**postprocess)
         self.predictor = VideoPredictor(self.model, self.postprocess, **predictor)
