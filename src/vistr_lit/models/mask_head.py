@@ -23,6 +23,7 @@ TEMPORAL_GROUPS = 4  # GroupNorm groups in the temporal head
 DCN_KERNEL = 3
 TEMPORAL_DILATION = 2  # the original's Conv3d(k=3, padding=2, dilation=2): 13 frames of receptive field
 PIXEL_TEMPORAL_KERNEL = 3  # PixelDecoder's temporal conv: a frame and its two neighbours
+STEM_LEVEL_FACTOR = 2  # PixelDecoder's stem level: the stem (stride 2) is one x2 level finer than layer1
 
 
 def _group_norm(groups: int, channels: int) -> nn.GroupNorm:
@@ -292,7 +293,7 @@ class PixelDecoder(nn.Module):
     @property
     def out_stride(self) -> int:
         """Stride of the pixel embeddings: the last FPN level's, or half of it with the stem."""
-        return self.strides[-1] // (1 if self.stem_adapter is None else 2)
+        return self.strides[-1] // (1 if self.stem_adapter is None else STEM_LEVEL_FACTOR)
 
     def forward(
         self,
@@ -328,7 +329,7 @@ class PixelDecoder(nn.Module):
             clip_major = zero_padding(x, k).unflatten(0, (clips, -1)).transpose(1, 2)
             x = x + self.temporal(clip_major).transpose(1, 2).flatten(0, 1)
         if stem is not None:
-            x = _upsample_to(x, 2, stem) + self.stem_adapter(stem)
+            x = _upsample_to(x, STEM_LEVEL_FACTOR, stem) + self.stem_adapter(stem)
             k = _level_keep(x, sizes, clips, self.out_stride)
             x = F.relu(masked_group_norm(self.stem_conv(zero_padding(x, k)), self.stem_norm, k))
         return zero_padding(self.out(x), k)

@@ -113,8 +113,8 @@ class TransformerDecoderLayer(nn.Module):
         The G query groups attend to themselves only (each group is a decoder of its own over the same
         memory). Returns ``[B, G·Q, C]``."""
         q = k = _with_pos(tgt, query_pos)
-        fold = (lambda x: x.unflatten(1, (groups, -1)).flatten(0, 1)) if groups > 1 else (lambda x: x)
-        attn = self.self_attn(fold(q), fold(k), fold(tgt)).reshape(tgt.shape)  # B·G x Q x C -> B x G·Q x C
+        q, k, v = (x.unflatten(1, (groups, -1)).flatten(0, 1) for x in (q, k, tgt))  # B·G x Q x C (views)
+        attn = self.self_attn(q, k, v).reshape(tgt.shape)  # -> B x G·Q x C
         tgt = self.norm1(tgt + self.dropout(attn))
         attn = self.multihead_attn(_with_pos(tgt, query_pos), _with_pos(memory, pos), memory, memory_mask)
         tgt = self.norm2(tgt + self.dropout(attn))

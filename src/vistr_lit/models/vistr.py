@@ -234,11 +234,16 @@ class VisTR(nn.Module):
         stem: Tensor | None,
     ) -> Tensor:
         """memory ``[B, T·h·w, C]`` -> the dot-product head's pixel embeddings ``[B·T, D, h_m, w_m]``."""
-        h, w = memory_size
-        # B x T·h·w x C -> B·T x C x h x w
-        frame_memory = memory.unflatten(1, (self.num_frames, h, w)).permute(0, 1, 4, 2, 3).flatten(0, 1)
-        fpns = [features[2], features[1], features[0]]
+        frame_memory, fpns = self._mask_head_inputs(memory, features, memory_size)
         return self.mask_head(frame_memory, fpns, sizes, self.num_frames, stem)
+
+    def _mask_head_inputs(
+        self, memory: Tensor, features: Sequence[Tensor], memory_size: tuple[int, int]
+    ) -> tuple[Tensor, list[Tensor]]:
+        """Memory ``[B, T·h·w, C]`` as per-frame maps ``[B·T, C, h, w]``, and layer3, layer2, layer1."""
+        h, w = memory_size
+        frame_memory = memory.unflatten(1, (self.num_frames, h, w)).permute(0, 1, 4, 2, 3).flatten(0, 1)
+        return frame_memory, [features[2], features[1], features[0]]
 
     def _dot_product_outputs(self, out: dict, queries: Tensor, pixels: Tensor) -> None:
         """Add one decoder layer's ``pred_masks`` ``[B, Q, h_m, w_m]`` to ``out`` (queries ``[B, Q, C]``)."""
@@ -260,9 +265,7 @@ class VisTR(nn.Module):
         batch, num_frames, n = queries.shape[0], self.num_frames, self.num_instances
         h, w = memory_size
         frame_queries = queries.unflatten(1, (num_frames, n)).flatten(0, 1)  # B·T x N x C
-        # B x T·h·w x C -> B·T x C x h x w
-        frame_memory = memory.unflatten(1, (num_frames, h, w)).permute(0, 1, 4, 2, 3).flatten(0, 1)
-        fpns = [features[2], features[1], features[0]]
+        frame_memory, fpns = self._mask_head_inputs(memory, features, memory_size)  # B·T x C x h x w
         if self.bbox_attention is not None:
             frame_mask = None if mask is None else mask.repeat_interleave(num_frames, dim=0)
             maps = self.bbox_attention(frame_queries, frame_memory, frame_mask)  # B·T x N x heads x h x w
