@@ -26,6 +26,27 @@ def test_attention_matches_torch_multihead_attention():
     torch.testing.assert_close(ours(q, k, v, key_padding_mask), expected)
 
 
+def test_attention_under_cpu_autocast_runs_sdpa_in_float32(monkeypatch):
+    """bf16 autocast on CPU: projections in bf16, SDPA itself in float32 (its bf16 backward is ~4x slower)."""
+    seen = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def recording_sdpa(q, k, v, **kwargs):
+        seen.append((q.dtype, k.dtype, v.dtype, torch.is_autocast_enabled("cpu")))
+        return sdpa(q, k, v, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", recording_sdpa)
+    torch.manual_seed(0)
+    attention = MultiheadAttention(24, 4)
+    q, k = torch.randn(2, 5, 24), torch.randn(2, 7, 24)
+    expected = attention(q, k, k)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = attention(q, k, k)
+    assert seen == [(torch.float32,) * 3 + (False,), (torch.float32,) * 3 + (False,)]
+    assert out.dtype == torch.bfloat16  # out_proj is back under autocast
+    torch.testing.assert_close(out.float(), expected, atol=0.05, rtol=0.05)
+
+
 def test_transformer_returns_every_decoder_layer_and_ignores_padded_tokens():
     torch.manual_seed(0)
     transformer = Transformer(24, 4, 2, 3, 32, dropout=0.0).eval()
@@ -96,6 +117,20 @@ def test_backbone_levels(name, channels, dilation):
     assert backbone.strides == ([4, 8, 16, 16] if dilation else [4, 8, 16, 32])
     assert not any(isinstance(m, nn.BatchNorm2d) for m in backbone.modules())
     assert any(isinstance(m, FrozenBatchNorm2d) for m in backbone.modules())
+
+
+def test_channels_last_backbone_computes_the_same_features():
+    torch.manual_seed(0)
+    fast = Backbone("resnet18", dilation=True)
+    plain = Backbone("resnet18", dilation=True, channels_last=False)
+    plain.load_state_dict(fast.state_dict())
+    assert fast.body.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert plain.body.conv1.weight.is_contiguous()
+    frames = torch.randn(2, 3, 50, 70)
+    sizes = torch.tensor([[50, 70], [40, 52]])
+    for ours, reference in zip(fast(frames, sizes), plain(frames, sizes)):
+        assert ours.is_contiguous()  # the heads get the default layout
+        torch.testing.assert_close(ours, reference, atol=1e-4, rtol=1e-4)
 
 
 def test_dilated_basic_block_stage_keeps_the_weights_and_dilates_like_torchvision():
