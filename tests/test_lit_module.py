@@ -27,9 +27,18 @@ def make_module(**optim) -> VisTRLitModule:
 
 
 class FakeTrainer:
-    def __init__(self, epoch: int = 0, steps: int = 100):
+    def __init__(self, epoch: int = 0, steps: int = 100, precision: str = "32-true"):
         self.current_epoch = epoch
         self.estimated_stepping_batches = steps
+        self.precision = precision
+
+
+def test_adamw_is_fused_except_under_mixed_precision():
+    """Lightning's gradient clipping refuses fused optimizers under any mixed precision, bf16 included."""
+    module = make_module()
+    for precision, fused in (("32-true", True), ("bf16-mixed", None), ("16-mixed", None)):
+        module._trainer = FakeTrainer(precision=precision)
+        assert module.configure_optimizers()["optimizer"].defaults["fused"] is fused, precision
 
 
 def test_param_groups_backbone_and_rest():

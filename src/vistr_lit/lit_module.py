@@ -27,6 +27,7 @@ from vistr_lit.models.vistr import MASK_BRANCH
 SCHEDULES = ("step", "cosine")
 LOSS_NAMES = ("loss_ce", "loss_bbox", "loss_giou", "loss_mask", "loss_dice")
 RNG_STATE_KEY = "vistr_rng_states"
+FUSED_ADAMW_DEVICES = ("cpu", "cuda")  # where torch.optim.AdamW(fused=True) runs
 
 
 class NonFiniteLossError(RuntimeError):
@@ -189,8 +190,18 @@ class VisTRLitModule(L.LightningModule):
             else:
                 members["transformer_heads"].append(param)
         groups = [{"params": members[name], "lr": lr, "name": name} for name, lr in lrs.items()]
+        params = [p for g in groups for p in g["params"]]
+        # One fused kernel for all parameters: ~4x faster than the per-parameter loop on CPU. Not with mixed
+        # precision, where Lightning's gradient clipping refuses fused optimizers (even for bf16).
+        precision = str(getattr(self._trainer, "precision", ""))
+        fused = "mixed" not in precision and all(
+            p.device.type in FUSED_ADAMW_DEVICES and p.dtype.is_floating_point for p in params
+        )
         optimizer = torch.optim.AdamW(
-            [g for g in groups if g["params"]], lr=optim["lr"], weight_decay=optim["weight_decay"]
+            [g for g in groups if g["params"]],
+            lr=optim["lr"],
+            weight_decay=optim["weight_decay"],
+            fused=fused or None,
         )
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
