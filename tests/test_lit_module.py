@@ -33,12 +33,28 @@ class FakeTrainer:
         self.precision = precision
 
 
-def test_adamw_is_fused_except_under_mixed_precision():
-    """Lightning's gradient clipping refuses fused optimizers under any mixed precision, bf16 included."""
+def test_adamw_is_fused_except_under_a_gradient_scaler():
     module = make_module()
-    for precision, fused in (("32-true", True), ("bf16-mixed", None), ("16-mixed", None)):
+    for precision, fused in (("32-true", True), ("bf16-mixed", True), ("16-mixed", None)):
         module._trainer = FakeTrainer(precision=precision)
         assert module.configure_optimizers()["optimizer"].defaults["fused"] is fused, precision
+
+
+@pytest.mark.parametrize(("algorithm", "check"), [("norm", "norm"), (None, "norm"), ("value", "value")])
+def test_fused_optimizer_gradients_are_clipped_like_lightning_clips_them(algorithm, check):
+    """Lightning refuses to clip for a fused optimizer under bf16-mixed; the module clips them itself."""
+    module = make_module()
+    module._trainer = FakeTrainer(precision="bf16-mixed")
+    optimizer = module.configure_optimizers()["optimizer"]
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for p in params:
+        p.grad = torch.full_like(p, 3.0)
+    module.configure_gradient_clipping(optimizer, gradient_clip_val=0.1, gradient_clip_algorithm=algorithm)
+    if check == "norm":
+        total = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
+        assert total == pytest.approx(0.1, rel=1e-3)
+    else:
+        assert all(torch.all(p.grad == 0.1) for p in params)
 
 
 def test_param_groups_backbone_and_rest():
