@@ -10,11 +10,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
+import vistr_lit.train as train_module
 from train_helpers import compose_run, tiny_overrides
 from vistr_lit.eval import run_evaluation
 from vistr_lit.lit_module import NonFiniteLossError, VisTRLitModule
-from vistr_lit.train import STEP_BOUNDED_RESUME_WARNING, run_training
+from vistr_lit.train import SLOW_BF16_WARNING, STEP_BOUNDED_RESUME_WARNING, run_training, warn_if_slow_bf16
 
 LEARNING_STEPS = 2000
 LEARNED_AP = 0.3  # measured 0.59 after 2,000 steps; an untrained model scores ~0
@@ -273,3 +275,24 @@ def test_bf16_mixed_precision_on_cpu(run):
     overrides = ["trainer.fast_dev_run=true", "trainer.precision=bf16-mixed", "logger=none"]
     metrics, _ = run(overrides, name="bf16")
     assert 0.0 <= metrics["val/AP"] <= 1.0
+
+
+@pytest.mark.parametrize(
+    ("accelerator", "precision", "native", "warned"),
+    [
+        ("cpu", "bf16-mixed", False, True),
+        ("cpu", "bf16-mixed", True, False),
+        ("cpu", "32-true", False, False),
+        ("gpu", "bf16-mixed", False, False),
+    ],
+)
+def test_bf16_on_a_cpu_without_native_bf16_warns(monkeypatch, caplog, accelerator, precision, native, warned):
+    monkeypatch.setattr(train_module, "cpu_has_native_bf16", lambda: native)
+    cfg = OmegaConf.create({"trainer": {"accelerator": accelerator, "precision": precision}})
+    with caplog.at_level("WARNING", logger="vistr_lit.train"):
+        warn_if_slow_bf16(cfg)
+    assert [r.getMessage() for r in caplog.records] == ([SLOW_BF16_WARNING] if warned else [])
+
+
+def test_native_bf16_probe_answers_a_bool():
+    assert isinstance(train_module.cpu_has_native_bf16(), bool)
