@@ -188,6 +188,28 @@ def _cli_overrides(synthvis_root: Path, synthvis_params: dict) -> list[str]:
     ]
 
 
+def test_eval_with_spawned_ranks_writes_every_ranks_results(run):
+    """ddp_spawn: the ranks' module state never returns to the launcher, so results are gathered in them."""
+    _, train_out = run(["trainer.max_steps=2", "logger=none", "final_eval=false"], name="train")
+    ckpt = f"ckpt_path={train_out / 'checkpoints' / 'last.ckpt'}"
+    single, single_out = run([ckpt, "logger=none"], name="single", config="eval")
+    spawn = ["trainer=ddp_spawn", "trainer.devices=2", "trainer.accelerator=cpu", "logger=none"]
+    spawned, spawned_out = run([ckpt, *spawn], name="spawned", config="eval")
+    expected = json.loads((single_out / "results.json").read_text())
+    got = json.loads((spawned_out / "results.json").read_text())
+    assert expected, "the checkpoint predicts nothing: the comparison would be empty"
+
+    def key(entry):
+        return entry["video_id"], entry["score"]
+
+    assert {e["video_id"] for e in got} == {e["video_id"] for e in expected}
+    assert len(got) == len(expected)
+    for a, b in zip(sorted(got, key=key), sorted(expected, key=key)):
+        assert (a["video_id"], a["category_id"]) == (b["video_id"], b["category_id"])
+        assert a["score"] == pytest.approx(b["score"], abs=1e-4)
+    assert spawned["val/AP"] == pytest.approx(single["val/AP"], abs=1e-6)
+
+
 def test_ddp_two_processes_on_cpu(tmp_path, synthvis_root, synthvis_params):
     """`trainer=ddp` as a user runs it: Lightning re-executes the command in a second rank (gloo on CPU)."""
     out = tmp_path / "ddp"

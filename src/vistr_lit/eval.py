@@ -15,6 +15,7 @@ import hydra
 import lightning as L
 import torch
 import torch.distributed as dist
+from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig
 
 from vistr_lit.evaluation import write_codalab_zip, write_results_json
@@ -66,6 +67,24 @@ def gather_results(results: list[dict]) -> list[dict]:
     return [entry for part in gathered for entry in part]
 
 
+class ResultsWriter(Callback):
+    """Writes ``results.json`` and ``results.zip`` after validation, with every rank's entries.
+
+    It runs inside the training processes, so spawned ranks (``ddp_spawn``) are gathered too: their module
+    state never returns to the launching process.
+    """
+
+    def __init__(self, output_dir: Path):
+        self.output_dir = Path(output_dir)
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: VisTRLitModule) -> None:
+        results = gather_results(pl_module.val_results)
+        if trainer.is_global_zero:
+            write_results_json(results, self.output_dir / RESULTS_FILE)
+            write_codalab_zip(results, self.output_dir / CODALAB_FILE)
+            log.info("%d results entries written to %s", len(results), self.output_dir / RESULTS_FILE)
+
+
 def run_evaluation(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     if cfg.num_threads is not None:
         torch.set_num_threads(int(cfg.num_threads))
@@ -74,19 +93,18 @@ def run_evaluation(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     module = load_module(cfg.ckpt_path, cfg)
     check_categories(module, datamodule, cfg.ckpt_path)
     loggers = build_loggers(cfg)
-    trainer = build_trainer(cfg, build_callbacks(cfg, has_logger=bool(loggers)), loggers)
+    callbacks = build_callbacks(cfg, has_logger=bool(loggers))
+    if cfg.write_results:
+        callbacks.append(ResultsWriter(output_dir))
+    trainer = build_trainer(cfg, callbacks, loggers)
     if trainer.is_global_zero:
         write_run_config(cfg, output_dir)
     try:
         trainer.validate(module, datamodule=datamodule, verbose=trainer.is_global_zero)
         metrics = validation_metrics(trainer)
-        results = gather_results(module.val_results)
         if trainer.is_global_zero:
             (output_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
-            if cfg.write_results:
-                write_results_json(results, output_dir / RESULTS_FILE)
-                write_codalab_zip(results, output_dir / CODALAB_FILE)
-            log.info("%s: %s (%d results entries)", cfg.ckpt_path, metrics, len(results))
+            log.info("%s: %s", cfg.ckpt_path, metrics)
     finally:
         finish_loggers(loggers)
     return metrics
