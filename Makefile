@@ -56,6 +56,7 @@ bench: $(STAMP)  ## all benchmarks (CPU), figures as in the README
 	$(PY) scripts/bench_matcher.py
 	$(PY) scripts/bench_eval.py
 	$(PY) scripts/bench_infer.py
+	$(PY) scripts/bench_train_step.py
 
 clean:  ## remove caches and run outputs (keeps .venv and data/)
 	rm -rf outputs multirun .pytest_cache .ruff_cache wandb lightning_logs
