@@ -43,6 +43,30 @@ def test_score_is_mean_best_probability_and_label_is_mode():
     assert pred.masks.shape == (2, T, 8, 10) and pred.masks.dtype == torch.bool and pred.masks.all()
 
 
+def test_mask_scoring_multiplies_the_scores_by_the_mean_mask_probability_and_reorders():
+    """Slot 0 has the better class score but a hesitant mask (logit 0.5); slot 1 a confident one (logit 3)."""
+    labels = torch.zeros(1, T, N, dtype=torch.long)
+    confidence = torch.tensor([[[0.8, 0.7]] * T])
+    masks = torch.full((1, T, N, 4, 5), OFF)
+    masks[:, :, 0, 1:3, 1:3] = 0.5  # constant logits: the upsampled masks keep these values inside
+    masks[:, :, 1, 1:3, 1:3] = 3.0
+    outputs = make_outputs(one_hot_probs(labels, confidence), masks)
+    plain = PostProcessVideo()(outputs, [[16, 20]], [[16, 20]], T)[0]
+    assert plain.slots.tolist() == [0, 1]
+    (scored,) = PostProcessVideo(mask_scoring=True)(outputs, [[16, 20]], [[16, 20]], T)
+    assert scored.slots.tolist() == [1, 0]
+    assert torch.equal(scored.masks, plain.masks.flip(0))  # the same masks, reordered
+    # the mean sigmoid over the thresholded pixels: the interior at the plateau, the rims a little lower
+    for k, slot in enumerate(scored.slots.tolist()):
+        inside = scored.masks[k]
+        plateau = torch.sigmoid(torch.tensor(0.5 if slot == 0 else 3.0))
+        factor = scored.scores[k] / confidence[0, 0, slot]
+        assert 0.5 < factor <= plateau + 1e-6 and inside.any()
+        torch.testing.assert_close(scored.frame_scores[k], confidence[0, :, slot] * factor)
+    top = PostProcessVideo(top_k=1, mask_scoring=True)(outputs, [[16, 20]], [[16, 20]], T)[0]
+    assert top.slots.tolist() == [1]
+
+
 def test_no_object_is_not_a_score():
     labels = torch.zeros(1, T, N, dtype=torch.long)
     confidence = torch.full((1, T, N), 0.2)  # 0.8 on no-object: the score is 0.2, not 0.8

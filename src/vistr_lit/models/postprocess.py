@@ -5,7 +5,8 @@ For each instance slot i the clip holds the T frame predictions at queries ``q =
 labels it with the most frequent per-frame class, upsamples its mask logits to the original frame size and
 thresholds their sigmoid, drops slots whose mask is empty in every frame, and reports a frame as absent when
 its frame score is below a floor. Unlike the original, the padded part of a batched input is cropped away
-first and the number of kept slots can be capped (``top_k``).
+first and the number of kept slots can be capped (``top_k``). Not in the original: ``mask_scoring`` multiplies
+a slot's scores by its mask's confidence (Mask2Former's mask score), ranking confident masks first.
 """
 
 from dataclasses import dataclass
@@ -22,9 +23,10 @@ class ClipPredictions:
     """The kept instance slots of one clip, sorted by decreasing score.
 
     Attributes:
-        scores: float ``[k]`` mean over the T frames of the per-frame best class probability.
+        scores: float ``[k]`` mean over the T frames of the frame scores.
         labels: int64 ``[k]`` contiguous class index, the most frequent per-frame class (ties: smallest).
-        frame_scores: float ``[k, T]`` best class probability per frame (no-object excluded).
+        frame_scores: float ``[k, T]`` best class probability per frame (no-object excluded), times the slot's
+            mask score with ``mask_scoring``.
         frame_labels: int64 ``[k, T]`` argmax class per frame.
         masks: bool ``[k, T, height, width]`` at the original frame size.
         present: bool ``[k, T]`` frame score ≥ the score floor; absent frames are ``None`` in results files.
@@ -79,9 +81,17 @@ class PostProcessVideo:
         mask_threshold: a pixel belongs to the instance when sigmoid(mask logit) > this.
         score_floor: frames whose frame score is below this are reported absent (the original's 0.001).
         top_k: keep at most this many slots per clip, by score; ``None`` keeps all (the original).
+        mask_scoring: multiply each slot's frame scores by its mask score, the mean mask probability over the
+            pixels of its thresholded masks in all T frames (in (threshold, 1]). Not in the original.
     """
 
-    def __init__(self, mask_threshold: float = 0.5, score_floor: float = 0.001, top_k: int | None = None):
+    def __init__(
+        self,
+        mask_threshold: float = 0.5,
+        score_floor: float = 0.001,
+        top_k: int | None = None,
+        mask_scoring: bool = False,
+    ):
         if not 0.0 < mask_threshold < 1.0:
             raise ValueError(f"mask_threshold must be in (0, 1), got {mask_threshold}")
         if top_k is not None and top_k < 1:
@@ -89,6 +99,7 @@ class PostProcessVideo:
         self.mask_threshold = mask_threshold
         self.score_floor = score_floor
         self.top_k = top_k
+        self.mask_scoring = mask_scoring
 
     @torch.no_grad()
     def __call__(
@@ -141,20 +152,31 @@ class PostProcessVideo:
     ) -> ClipPredictions:
         """frame_scores/labels ``[N, T]``, mask_logits ``[N, T, h, w]`` → the clip's kept predictions."""
         N, T = frame_scores.shape
+        height, width = (int(v) for v in orig_size)
+        if self.mask_scoring:  # every slot's masks first: the scores that order the slots depend on them
+            slot_masks = {}
+            mask_scores = torch.ones_like(frame_scores[:, 0])
+            for slot in range(N):
+                logits = self._upsample(mask_logits[slot], size, (height, width), mask_stride)
+                slot_masks[slot] = logits > self._logit_threshold
+                if slot_masks[slot].any():
+                    mask_scores[slot] = logits[slot_masks[slot]].sigmoid().mean()
+            frame_scores = frame_scores * mask_scores[:, None]
         scores = frame_scores.mean(dim=1)
         order = scores.argsort(descending=True, stable=True)
-        height, width = (int(v) for v in orig_size)
         kept, masks = [], []
         for slot in order.tolist():
             if self.top_k is not None and len(kept) == self.top_k:
                 break
-            slot_masks = (
-                self._upsample(mask_logits[slot], size, (height, width), mask_stride) > self._logit_threshold
-            )
-            if not slot_masks.any():  # empty in every frame: the original drops the slot
+            if self.mask_scoring:
+                binary = slot_masks[slot]
+            else:
+                logits = self._upsample(mask_logits[slot], size, (height, width), mask_stride)
+                binary = logits > self._logit_threshold
+            if not binary.any():  # empty in every frame: the original drops the slot
                 continue
             kept.append(slot)
-            masks.append(slot_masks)
+            masks.append(binary)
         keep = torch.tensor(kept, dtype=torch.int64, device=scores.device)
         frame_scores, frame_labels = frame_scores[keep], frame_labels[keep]
         return ClipPredictions(
