@@ -6,8 +6,9 @@ Examples:
 
 The config is the training config composed with ``--experiment`` and the overrides after ``--``; the batches
 come from its training DataModule (preloaded, so loading is not timed). The step mirrors ``VisTRLitModule``'s:
-the criterion's weighted total, ``clip_grad_norm_`` at the trainer's ``gradient_clip_val`` and AdamW (fused on
-CPU/CUDA), under ``torch.autocast`` for bf16. Reported: the mean of the fastest half of the timed steps.
+the criterion's weighted total, ``clip_grad_norm_`` at the trainer's ``gradient_clip_val`` and AdamW with the
+module's learning rate and weight decay, fused where the module fuses it, under ``torch.autocast`` for bf16.
+Reported: the mean of the fastest half of the timed steps.
 """
 
 import argparse
@@ -20,6 +21,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
+from vistr_lit.lit_module import FUSED_ADAMW_DEVICES
 from vistr_lit.train import CONFIG_DIR, build_datamodule, build_module
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16}
@@ -61,8 +63,9 @@ def compose_config(args: argparse.Namespace):
 def time_steps(module, batches: list[dict], dtype, clip: float, steps: int, warmup: int) -> float:
     model, criterion = module.model.train(), module.criterion
     params = [p for p in model.parameters() if p.requires_grad]
-    fused = all(p.device.type in ("cpu", "cuda") for p in params)
-    optimizer = torch.optim.AdamW(params, lr=1e-4, weight_decay=1e-4, fused=fused)
+    optim = module.hparams.optim  # one group: the module's groups differ only in learning rate
+    fused = all(p.device.type in FUSED_ADAMW_DEVICES for p in params)
+    optimizer = torch.optim.AdamW(params, lr=optim["lr"], weight_decay=optim["weight_decay"], fused=fused)
 
     def step(batch: dict) -> None:
         with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):

@@ -128,7 +128,7 @@ def cpu_has_native_bf16() -> bool:
 
 
 def warn_if_slow_bf16(cfg: DictConfig) -> None:
-    """The quickstart trains in bf16-mixed on CPU: 1.38x the steps a minute here, a slowdown elsewhere."""
+    """The quickstart trains in bf16-mixed on CPU: 1.28x the steps a minute here, a slowdown elsewhere."""
     trainer = cfg.trainer
     on_cpu = trainer.get("accelerator") == "cpu" and str(trainer.get("precision")) == "bf16-mixed"
     if on_cpu and not cpu_has_native_bf16():

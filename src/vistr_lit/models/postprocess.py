@@ -153,14 +153,18 @@ class PostProcessVideo:
         """frame_scores/labels ``[N, T]``, mask_logits ``[N, T, h, w]`` → the clip's kept predictions."""
         N, T = frame_scores.shape
         height, width = (int(v) for v in orig_size)
+
+        def upsampled(slot: int) -> Tensor:  # [T, height, width] mask logits
+            return self._upsample(mask_logits[slot], size, (height, width), mask_stride)
+
+        binary: dict[int, Tensor] = {}  # slot -> bool [T, height, width], computed at most once
         if self.mask_scoring:  # every slot's masks first: the scores that order the slots depend on them
-            slot_masks = {}
             mask_scores = torch.ones_like(frame_scores[:, 0])
             for slot in range(N):
-                logits = self._upsample(mask_logits[slot], size, (height, width), mask_stride)
-                slot_masks[slot] = logits > self._logit_threshold
-                if slot_masks[slot].any():
-                    mask_scores[slot] = logits[slot_masks[slot]].sigmoid().mean()
+                logits = upsampled(slot)
+                binary[slot] = logits > self._logit_threshold
+                if binary[slot].any():
+                    mask_scores[slot] = logits[binary[slot]].sigmoid().mean()
             frame_scores = frame_scores * mask_scores[:, None]
         scores = frame_scores.mean(dim=1)
         order = scores.argsort(descending=True, stable=True)
@@ -168,15 +172,11 @@ class PostProcessVideo:
         for slot in order.tolist():
             if self.top_k is not None and len(kept) == self.top_k:
                 break
-            if self.mask_scoring:
-                binary = slot_masks[slot]
-            else:
-                logits = self._upsample(mask_logits[slot], size, (height, width), mask_stride)
-                binary = logits > self._logit_threshold
-            if not binary.any():  # empty in every frame: the original drops the slot
+            slot_masks = binary[slot] if slot in binary else upsampled(slot) > self._logit_threshold
+            if not slot_masks.any():  # empty in every frame: the original drops the slot
                 continue
             kept.append(slot)
-            masks.append(binary)
+            masks.append(slot_masks)
         keep = torch.tensor(kept, dtype=torch.int64, device=scores.device)
         frame_scores, frame_labels = frame_scores[keep], frame_labels[keep]
         return ClipPredictions(
