@@ -31,9 +31,10 @@ class RecordingModel(FakeVisTR):
         return matches[0]
 
 
-def predict(video: torch.Tensor, mask_stride: int = 4, **kwargs):
+def predict(video: torch.Tensor, mask_stride: int = 4, postprocess: PostProcessVideo | None = None, **kwargs):
     model = RecordingModel(video.float() / 255, mask_stride=mask_stride)
-    predictor = VideoPredictor(model, PostProcessVideo(), **{"overlap": 2, "match_iou": 0.5, **kwargs})
+    postprocess = postprocess or PostProcessVideo()
+    predictor = VideoPredictor(model, postprocess, **{"overlap": 2, "match_iou": 0.5, **kwargs})
     return predictor.predict_video(video.float() / 255, SIZE), model
 
 
@@ -84,6 +85,17 @@ def test_masks_are_upsampled_from_the_models_own_stride():
     """A stride-2 model (``VisTR.mask_stride``) gets its masks resampled at stride 2, not the default 4."""
     video = drifting_squares(T + 2)
     tracks, _ = predict(video, mask_stride=2)
+    assert len(tracks) == NUM_OBJECTS
+    for track in tracks:
+        for frame, rle in enumerate(track.segmentations):
+            assert_same_square(rle, video, track.label, frame)
+
+
+def test_guided_filter_refinement_gets_each_windows_frames():
+    """With ``refine_radius`` the predictor hands every window's frames to the post-processing, which refines
+    each window's masks with them (a missing or misaligned window would raise or shift the squares)."""
+    video = drifting_squares(2 * T + 1)
+    tracks, _ = predict(video, postprocess=PostProcessVideo(refine_radius=3, refine_eps=0.01))
     assert len(tracks) == NUM_OBJECTS
     for track in tracks:
         for frame, rle in enumerate(track.segmentations):

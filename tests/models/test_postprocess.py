@@ -169,3 +169,82 @@ def test_mode_ties_go_to_the_smallest_class_and_frames_restricts():
     assert first.masks.shape[1] == 1 and first.labels.tolist() == [1, 1]
     assert pred.slots.tolist() == [1, 0]
     torch.testing.assert_close(first.scores, torch.tensor([0.6, 0.9]))
+
+
+def square_clip(size: int = 32, lo: int = 10, hi: int = 22) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frames ``[1, T, 3, size, size]`` of a bright square on a dark ground (normalized-like values ±1), and
+    its ground-truth mask ``[size, size]``."""
+    truth = torch.zeros(size, size, dtype=torch.bool)
+    truth[lo:hi, lo:hi] = True
+    frames = torch.where(truth, 1.0, -1.0).expand(1, T, 3, size, size).clone()
+    return frames, truth
+
+
+def blurred_square_outputs(truth: torch.Tensor) -> dict:
+    """Slot 0 predicts the square as stride-4 logits smoothed over 3x3 cells: a blob with rounded edges."""
+    size = truth.shape[-1]
+    cells = F.avg_pool2d(truth[None, None].float(), MASK_STRIDE)  # area fraction per cell
+    cells = F.avg_pool2d(cells, 3, stride=1, padding=1, count_include_pad=False)[0, 0]
+    masks = torch.full((1, T, N, size // MASK_STRIDE, size // MASK_STRIDE), OFF)
+    masks[0, :, 0] = (cells - 0.35) * 12  # > 0 where the smoothed area fraction is above 0.35
+    probs = one_hot_probs(torch.zeros(1, T, N, dtype=torch.long), torch.full((1, T, N), 0.9))
+    return make_outputs(probs, masks)
+
+
+def mask_iou(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a & b).sum() / (a | b).sum())
+
+
+def test_guided_filter_refinement_snaps_a_coarse_mask_to_the_frame_edges():
+    frames, truth = square_clip()
+    outputs = blurred_square_outputs(truth)
+    size = [[32, 32]]
+    plain = PostProcessVideo()(outputs, size, size, T)[0]
+    refined = PostProcessVideo(refine_radius=3, refine_eps=0.01)(outputs, size, size, T, frames=frames)[0]
+    assert plain.slots.tolist() == refined.slots.tolist() == [0]
+    before, after = mask_iou(plain.masks[0, 0], truth), mask_iou(refined.masks[0, 0], truth)
+    assert before < 0.9 and after > 0.97, (before, after)
+    # the refinement runs at the input resolution: upsampling to another original size keeps the gain
+    big = PostProcessVideo(refine_radius=3, refine_eps=0.01)(outputs, size, [[64, 64]], T, frames=frames)[0]
+    big_truth = F.interpolate(truth[None, None].float(), size=(64, 64))[0, 0].bool()
+    assert mask_iou(big.masks[0, 0], big_truth) > 0.95
+
+
+def test_guided_filter_refinement_with_a_flat_frame_only_smooths():
+    """No colour edge to follow: the guided filter degenerates to a box blur of the probabilities, twice (the
+    local means b, then their window average)."""
+    frames, truth = square_clip()
+    frames = torch.zeros_like(frames)
+    outputs = blurred_square_outputs(truth)
+    postprocess = PostProcessVideo(refine_radius=2, refine_eps=0.01)
+    slot_major = outputs["pred_masks"].view(T, N, 8, 8).transpose(0, 1)  # q = t·N + i -> N x T
+    logits = postprocess.refine(slot_major, frames[0], torch.tensor([32, 32]), MASK_STRIDE)
+    size = torch.tensor([32, 32])
+    probs = PostProcessVideo._upsample(outputs["pred_masks"][0], size, (32, 32), MASK_STRIDE).sigmoid()
+    blurred = probs[None]
+    for _ in range(2):
+        blurred = F.avg_pool2d(F.pad(blurred, (2, 2, 2, 2), mode="reflect"), 5, stride=1)
+    blurred = blurred[0]
+    assert logits.shape == (N, T, 32, 32)
+    torch.testing.assert_close(logits.sigmoid().transpose(0, 1).flatten(0, 1), blurred, atol=1e-4, rtol=0)
+
+
+def test_guided_filter_refinement_crops_padding_and_caps_the_radius():
+    frames, truth = square_clip()
+    outputs = blurred_square_outputs(truth)
+    # a clip of 6 x 7 valid pixels: the radius (20) is capped at 5; its masks have that valid size
+    (pred,) = PostProcessVideo(refine_radius=20)(outputs, [[6, 7]], [[12, 14]], T, frames=frames)
+    assert pred.masks.shape[-2:] == (12, 14)
+
+
+def test_guided_filter_refinement_needs_the_frames_and_valid_settings():
+    frames, truth = square_clip()
+    outputs = blurred_square_outputs(truth)
+    with pytest.raises(ValueError, match="needs the input frames"):
+        PostProcessVideo(refine_radius=2)(outputs, [[32, 32]], [[32, 32]], T)
+    with pytest.raises(ValueError, match="needs the input frames"):
+        PostProcessVideo(refine_radius=2)(outputs, [[32, 32]], [[32, 32]], T, frames=frames[:, :2])
+    with pytest.raises(ValueError, match="refine_radius"):
+        PostProcessVideo(refine_radius=-1)
+    with pytest.raises(ValueError, match="refine_eps"):
+        PostProcessVideo(refine_eps=0)

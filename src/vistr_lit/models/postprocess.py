@@ -6,12 +6,14 @@ labels it with the most frequent per-frame class, upsamples its mask logits to t
 thresholds their sigmoid, drops slots whose mask is empty in every frame, and reports a frame as absent when
 its frame score is below a floor. Unlike the original, the padded part of a batched input is cropped away
 first and the number of kept slots can be capped (``top_k``). Not in the original: ``mask_scoring`` multiplies
-a slot's scores by its mask's confidence (Mask2Former's mask score), ranking confident masks first.
+a slot's scores by its mask's confidence (Mask2Former's mask score), ranking confident masks first; and
+``refine_radius`` snaps the coarse masks to the colour edges of the input frames with a guided filter.
 """
 
 from dataclasses import dataclass
 
 import torch
+from kornia.filters import guided_blur
 from torch import Tensor
 from torchvision.ops import roi_align
 
@@ -83,6 +85,15 @@ class PostProcessVideo:
         top_k: keep at most this many slots per clip, by score; ``None`` keeps all (the original).
         mask_scoring: multiply each slot's frame scores by its mask score, the mean mask probability over the
             pixels of its thresholded masks in all T frames (in (threshold, 1]). Not in the original.
+        refine_radius: r > 0 refines the mask probabilities with a colour guided filter (He et al., "Guided
+            Image Filtering", TPAMI 2013; ``kornia.filters.guided_blur``) over (2r+1)-pixel windows, guided by
+            the input frames, at the input resolution and before the upsampling to the original size: inside
+            each window the refined probability is an affine function of the frame's colour, so the edges of
+            the stride-s masks move onto the colour edges of the objects. 0 (the original) turns it off. The
+            radius is capped at the frame's smaller side minus 1 (reflect padding). Not in the original.
+        refine_eps: the filter's regularization ε, in units of the variance of the normalized frames the
+            model sees (≈ 20× a variance of [0, 1] intensities): larger keeps the refined masks closer to the
+            unrefined ones.
     """
 
     def __init__(
@@ -91,6 +102,8 @@ class PostProcessVideo:
         score_floor: float = 0.001,
         top_k: int | None = None,
         mask_scoring: bool = False,
+        refine_radius: int = 0,
+        refine_eps: float = 0.01,
     ):
         if not 0.0 < mask_threshold < 1.0:
             raise ValueError(f"mask_threshold must be in (0, 1), got {mask_threshold}")
@@ -100,6 +113,9 @@ class PostProcessVideo:
         self.score_floor = score_floor
         self.top_k = top_k
         self.mask_scoring = mask_scoring
+        if refine_radius < 0 or refine_eps <= 0:
+            raise ValueError(f"need refine_radius >= 0 and refine_eps > 0, got {refine_radius}, {refine_eps}")
+        self.refine_radius, self.refine_eps = int(refine_radius), float(refine_eps)
 
     @torch.no_grad()
     def __call__(
@@ -109,6 +125,7 @@ class PostProcessVideo:
         orig_sizes: Tensor,
         num_frames: int,
         mask_stride: int = MASK_STRIDE,
+        frames: Tensor | None = None,
     ) -> list[ClipPredictions]:
         """
         Args:
@@ -118,6 +135,7 @@ class PostProcessVideo:
             orig_sizes: int ``[B, 2]`` original frame size (height, width) of each clip's video.
             num_frames: T, the frames per clip.
             mask_stride: the model's mask stride (``VisTR.mask_stride``: 4, or 2 with the stem level).
+            frames: ``[B, T, 3, H_pad, W_pad]`` the normalized input frames; needed with ``refine_radius``.
         Returns:
             B :class:`ClipPredictions`, masks at each clip's original size.
         """
@@ -128,18 +146,39 @@ class PostProcessVideo:
         T, N = num_frames, Q // num_frames
         if not torch.isfinite(logits).all():
             raise ValueError("pred_logits contains NaN or inf")
+        if self.refine_radius and (frames is None or frames.shape[:2] != (B, T)):
+            raise ValueError(
+                f"refine_radius={self.refine_radius} needs the input frames [B={B}, T={T}, 3, H, W], got "
+                f"{None if frames is None else list(frames.shape)}"
+            )
         probs = logits.float().softmax(dim=-1)[..., :-1]  # B x Q x K, no-object dropped
         frame_scores, frame_labels = probs.max(dim=-1)  # B x Q each
         # q = t·N + i: B x Q → B x N x T (slot-major)
         frame_scores = frame_scores.view(B, T, N).transpose(1, 2)
         frame_labels = frame_labels.view(B, T, N).transpose(1, 2)
         mask_logits = mask_logits.view(B, T, N, *mask_logits.shape[-2:]).transpose(1, 2)  # B x N x T x h x w
-        return [
-            self._one_clip(
-                frame_scores[b], frame_labels[b], mask_logits[b], sizes[b], orig_sizes[b], mask_stride
+        clips = []
+        for b in range(B):
+            clip_masks, stride = mask_logits[b], mask_stride
+            if self.refine_radius:  # N x T x H x W at the input resolution
+                clip_masks, stride = self.refine(clip_masks, frames[b], sizes[b], mask_stride), 1
+            clips.append(
+                self._one_clip(frame_scores[b], frame_labels[b], clip_masks, sizes[b], orig_sizes[b], stride)
             )
-            for b in range(B)
-        ]
+        return clips
+
+    def refine(self, mask_logits: Tensor, frames: Tensor, size: Tensor, mask_stride: int) -> Tensor:
+        """One clip's mask logits ``[N, T, h, w]`` at stride s → guided-filtered logits ``[N, T, H, W]`` of
+        its valid input region (H, W) = ``size``, guided by its frames ``[T, 3, H_pad, W_pad]``."""
+        N, T = mask_logits.shape[:2]
+        H, W = (int(v) for v in size)
+        logits = self._upsample(mask_logits.flatten(0, 1), size, (H, W), mask_stride)  # N·T x H x W
+        probs = logits.sigmoid().unflatten(0, (N, T)).transpose(0, 1)  # T x N x H x W
+        radius = min(self.refine_radius, min(H, W) - 1)
+        guide = frames[:, :, :H, :W].float()
+        refined = guided_blur(guide, probs, 2 * radius + 1, self.refine_eps) if radius > 0 else probs
+        eps = torch.finfo(refined.dtype).eps
+        return torch.logit(refined.transpose(0, 1), eps=eps)
 
     def _one_clip(
         self,
