@@ -106,6 +106,8 @@ def run_inference(cfg: DictConfig, output_dir: Path) -> Path:
         match_iou=inference.match_iou,
         first_window_only=inference.first_window_only,
         batch_size=inference.batch_size,
+        track_nms_iou=inference.track_nms_iou,
+        track_nms_decay=inference.track_nms_decay,
     )
     transform = build_eval_transform(inference.short_side, inference.max_size)
     output_dir.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from vistr_lit.inference.stitching import TrackStitcher
 from vistr_lit.inference.track import Track
+from vistr_lit.inference.track_nms import suppress_duplicate_tracks
 from vistr_lit.models.postprocess import MASK_STRIDE, ClipPredictions, PostProcessVideo
 
 
@@ -36,6 +37,10 @@ class VideoPredictor:
         match_iou: minimum mask IoU over shared frames to continue a track (see :class:`TrackStitcher`).
         first_window_only: predict only the first T frames (the original); later frames are absent.
         batch_size: windows per forward pass.
+        track_nms_iou: not in the paper: when set, soft NMS over the video's tracks: a track whose video
+            mask IoU with a better-scored kept track exceeds this has its score multiplied by
+            ``track_nms_decay`` (:func:`suppress_duplicate_tracks`). None (the original): off.
+        track_nms_decay: the score factor of a suppressed track, in [0, 1).
     """
 
     def __init__(
@@ -46,6 +51,8 @@ class VideoPredictor:
         match_iou: float = 0.5,
         first_window_only: bool = False,
         batch_size: int = 1,
+        track_nms_iou: float | None = None,
+        track_nms_decay: float = 0.3,
     ):
         self.model = model
         self.postprocess = postprocess
@@ -59,6 +66,9 @@ class VideoPredictor:
         self.match_iou = match_iou
         self.first_window_only = first_window_only
         self.batch_size = batch_size
+        if track_nms_iou is not None:  # validated now rather than at the first video
+            suppress_duplicate_tracks([], 0, track_nms_iou, track_nms_decay)
+        self.track_nms_iou, self.track_nms_decay = track_nms_iou, track_nms_decay
 
     @property
     def device(self) -> torch.device:
@@ -102,7 +112,12 @@ class VideoPredictor:
             pass
         if counted.count == 0:
             raise ValueError("the video has no frames")
-        return stitcher.close(counted.count)
+        tracks = stitcher.close(counted.count)
+        if self.track_nms_iou is not None:
+            tracks = suppress_duplicate_tracks(
+                tracks, counted.count, self.track_nms_iou, self.track_nms_decay
+            )
+        return tracks
 
     def _windows(self, frames: Iterator[Tensor]) -> Iterator[tuple[int, Tensor]]:
         """Yield ``(start, window frames [T', 3, H, W])``; T' < T only for a video shorter than T.

@@ -43,6 +43,7 @@ class Track:
         frame_scores: per covered frame, best class probability.
         frame_labels: per covered frame, argmax contiguous class.
         video_length: V, set when the video has been read to the end.
+        score_scale: factor on the track's score, below 1 for a suppressed duplicate (``track_nms``).
     """
 
     track_id: int
@@ -51,6 +52,7 @@ class Track:
     frame_scores: list[float] = field(default_factory=list)
     frame_labels: list[int] = field(default_factory=list)
     video_length: int | None = None
+    score_scale: float = 1.0
 
     def append(self, rle: dict | None, score: float, label: int) -> None:
         self.segmentations.append(rle)
@@ -63,8 +65,8 @@ class Track:
 
     @property
     def score(self) -> float:
-        """Mean of the frame scores over the frames the track covers."""
-        return float(np.mean(self.frame_scores)) if self.frame_scores else 0.0
+        """Mean of the frame scores over the frames the track covers, times ``score_scale``."""
+        return float(np.mean(self.frame_scores)) * self.score_scale if self.frame_scores else 0.0
 
     @property
     def label(self) -> int:
