@@ -108,13 +108,14 @@ def run_inference(cfg: DictConfig, output_dir: Path) -> Path:
         batch_size=inference.batch_size,
         track_nms_iou=inference.track_nms_iou,
         track_nms_decay=inference.track_nms_decay,
+        classes_per_track=inference.classes_per_track,
     )
     transform = build_eval_transform(inference.short_side, inference.max_size)
     output_dir.mkdir(parents=True, exist_ok=True)
     results = []
     for source in sources:
         tracks = predict_source(source, predictor, transform, cfg, class_names, output_dir)
-        results.extend(track.to_result(source.video_id, category_ids) for track in tracks)
+        results.extend(predictor.results(tracks, source.video_id, category_ids))
         log.info("%s (video %d): %d tracks", source.name, source.video_id, len(tracks))
     videos = {
         source.video_id: str(source.path if source.frame_paths is None else source.name) for source in sources

@@ -158,7 +158,7 @@ class VisTRLitModule(L.LightningModule):
             tracks = self.predictor.predict_video(video["frames"], tuple(int(s) for s in video["orig_size"]))
             video_id = int(video["video_id"])
             video_ids.append(video_id)
-            results.extend(track.to_result(video_id, self.hparams.category_ids) for track in tracks)
+            results.extend(self.predictor.results(tracks, video_id, self.hparams.category_ids))
             tracks_per_video.append(tracks)
         self.val_metric.update(video_ids, results)
         self.val_results.extend(results)

@@ -102,6 +102,23 @@ def test_guided_filter_refinement_gets_each_windows_frames():
             assert_same_square(rle, video, track.label, frame)
 
 
+@pytest.mark.parametrize("classes", [1, 2])
+def test_results_give_each_track_its_best_classes(classes):
+    video = drifting_squares(T + 2)
+    model = RecordingModel(video.float() / 255)
+    predictor = VideoPredictor(model, PostProcessVideo(), overlap=2, classes_per_track=classes)
+    tracks = predictor.predict_video(video.float() / 255, SIZE)
+    results = predictor.results(tracks, 3, [5, 6, 7, 8])
+    assert len(results) == classes * NUM_OBJECTS
+    for k, track in enumerate(tracks):
+        entries = results[classes * k : classes * (k + 1)]
+        assert entries[0]["category_id"] == [5, 6, 7, 8][track.label]  # the fake's class: the object's colour
+        assert all(e["video_id"] == 3 and e["segmentations"] == entries[0]["segmentations"] for e in entries)
+        assert [e["score"] for e in entries] == sorted((e["score"] for e in entries), reverse=True)
+    with pytest.raises(ValueError, match="classes_per_track"):
+        VideoPredictor(model, PostProcessVideo(), classes_per_track=0)
+
+
 def _clips(video, starts):
     return [(video[s : s + T].float() / 255) for s in starts]
 

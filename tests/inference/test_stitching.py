@@ -133,3 +133,31 @@ def test_track_results_entry():
         track.to_result(7, [10, 20], video_length=5)
     with pytest.raises(ValueError, match="covers frame 3"):
         track.to_result(7, [10, 20, 30], video_length=3)
+
+
+def test_track_results_with_several_classes_rank_its_classes_by_mean_probability():
+    track = Track(track_id=0, first_frame=0)
+    rle = {"size": [2, 2], "counts": "04"}
+    track.append(rle, 0.5, 2, torch.tensor([0.1, 0.4, 0.5]))
+    track.append(rle, 0.7, 1, torch.tensor([0.0, 0.7, 0.3]))
+    track.append(rle, 0.6, 2, torch.tensor([0.3, 0.1, 0.6]))
+    # the original's single entry: the most frequent frame class (2), the mean best probability
+    assert track.to_results(7, [10, 20, 30], video_length=3) == [track.to_result(7, [10, 20, 30], 3)]
+    assert track.to_result(7, [10, 20, 30], 3)["category_id"] == 30
+    # mean probabilities: class 0 0.133, class 1 0.4, class 2 0.467
+    first, second = track.to_results(7, [10, 20, 30], classes=2, video_length=3)
+    assert (first["category_id"], second["category_id"]) == (30, 20)
+    assert first["score"] == pytest.approx(1.4 / 3) and second["score"] == pytest.approx(0.4)
+    assert first["segmentations"] == second["segmentations"] == [rle] * 3
+    track.score_scale = 0.5  # a suppressed track's entries are all scaled
+    assert [e["score"] for e in track.to_results(7, [10, 20, 30], 3, 3)] == pytest.approx(
+        [0.7 / 3, 0.2, 0.2 / 3]
+    )
+    with pytest.raises(ValueError, match="classes"):
+        track.to_results(7, [10, 20, 30], classes=0, video_length=3)
+    with pytest.raises(ValueError, match="some frames but not all"):
+        track.append(rle, 0.5, 0)
+    bare = Track(track_id=1, first_frame=0)
+    bare.append(rle, 0.5, 0)
+    with pytest.raises(ValueError, match="no class probabilities"):
+        bare.to_results(7, [10, 20, 30], classes=2, video_length=1)

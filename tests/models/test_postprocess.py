@@ -248,3 +248,23 @@ def test_guided_filter_refinement_needs_the_frames_and_valid_settings():
         PostProcessVideo(refine_radius=-1)
     with pytest.raises(ValueError, match="refine_eps"):
         PostProcessVideo(refine_eps=0)
+
+
+def test_frame_probs_hold_every_class_and_their_maximum_is_the_frame_score():
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(1, T * N, K + 1, generator=generator)
+    masks = torch.full((1, T * N, 2, 2), ON)
+    masks[0, :, 1] = 0.5  # a less confident mask: mask scoring scales by < 1
+    for mask_scoring in (False, True):
+        outputs = {"pred_logits": logits, "pred_masks": masks}
+        (pred,) = PostProcessVideo(mask_scoring=mask_scoring)(outputs, [[8, 8]], [[8, 8]], T)
+        assert pred.frame_probs.shape == (N, T, K)
+        torch.testing.assert_close(pred.frame_probs.max(-1).values, pred.frame_scores)
+        assert pred.frame_probs.argmax(-1).tolist() == pred.frame_labels.tolist()
+        expected = logits.softmax(-1)[0, :, :K].view(T, N, K).transpose(0, 1)[pred.slots]
+        if mask_scoring:
+            assert (pred.frame_probs < expected - 1e-6).any()
+        else:
+            torch.testing.assert_close(pred.frame_probs, expected)
+    assert pred.select(torch.tensor([1])).frame_probs.shape == (1, T, K)
+    assert pred.frames(0, 2).frame_probs.shape == (N, 2, K)

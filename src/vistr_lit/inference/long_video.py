@@ -62,6 +62,6 @@ def long_video_ap(
         sample = videos[index]
         for mode, predictor in predictors.items():
             tracks = predictor.predict_video(sample["frames"], sample["orig_size"])
-            results[mode].extend(track.to_result(video.id, category_ids) for track in tracks)
+            results[mode].extend(predictor.results(tracks, video.id, category_ids))
     stats: dict[str, dict] = {mode: evaluate_ytvis(data.raw, results[mode], sorted(ids)) for mode in MODES}
     return {**stats, "videos": len(ids)}

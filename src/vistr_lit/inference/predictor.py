@@ -41,6 +41,9 @@ class VideoPredictor:
             mask IoU with a better-scored kept track exceeds this has its score multiplied by
             ``track_nms_decay`` (:func:`suppress_duplicate_tracks`). None (the original): off.
         track_nms_decay: the score factor of a suppressed track, in [0, 1).
+        classes_per_track: results entries per track (:meth:`results`): 1 (the original) gives the track's
+            most frequent frame class; c > 1 gives its c best classes by mean class probability, each scored
+            by that probability (not in the paper; Mask2Former-VIS ranks (query, class) pairs the same way).
     """
 
     def __init__(
@@ -53,6 +56,7 @@ class VideoPredictor:
         batch_size: int = 1,
         track_nms_iou: float | None = None,
         track_nms_decay: float = 0.3,
+        classes_per_track: int = 1,
     ):
         self.model = model
         self.postprocess = postprocess
@@ -69,6 +73,17 @@ class VideoPredictor:
         if track_nms_iou is not None:  # validated now rather than at the first video
             suppress_duplicate_tracks([], 0, track_nms_iou, track_nms_decay)
         self.track_nms_iou, self.track_nms_decay = track_nms_iou, track_nms_decay
+        if classes_per_track < 1:
+            raise ValueError(f"classes_per_track must be >= 1, got {classes_per_track}")
+        self.classes_per_track = int(classes_per_track)
+
+    def results(self, tracks: Iterable[Track], video_id: int, category_ids) -> list[dict]:
+        """The YouTube-VIS results entries of a video's tracks, ``classes_per_track`` per track."""
+        return [
+            entry
+            for track in tracks
+            for entry in track.to_results(video_id, category_ids, self.classes_per_track)
+        ]
 
     @property
     def device(self) -> torch.device:

@@ -28,6 +28,7 @@ class _FramePrediction:
     score: float
     label: int
     present: bool
+    probs: Tensor | None = None  # float [K] class probabilities, when the window has them
 
     @property
     def visible_mask(self) -> Tensor:
@@ -90,6 +91,7 @@ class TrackStitcher:
                     float(predictions.frame_scores[k, t]),
                     int(predictions.frame_labels[k, t]),
                     bool(predictions.present[k, t]),
+                    None if predictions.frame_probs is None else predictions.frame_probs[k, t],
                 )
         self._active = track_ids
         self.finalize_before(start)
@@ -141,7 +143,7 @@ class TrackStitcher:
                 if len(track.frame_scores) == 0:
                     track.first_frame = f
                 rle = encode_mask(prediction.mask) if prediction.present else None
-                track.append(rle, prediction.score, prediction.label)
+                track.append(rle, prediction.score, prediction.label, prediction.probs)
         self._next_final = max(self._next_final, frame)
 
     def close(self, video_length: int) -> list[Track]:

@@ -42,6 +42,8 @@ class Track:
             floor.
         frame_scores: per covered frame, best class probability.
         frame_labels: per covered frame, argmax contiguous class.
+        frame_probs: per covered frame, the K class probabilities (float32 numpy), when the predictions
+            carried them (needed for more than one class per track in :meth:`to_results`).
         video_length: V, set when the video has been read to the end.
         score_scale: factor on the track's score, below 1 for a suppressed duplicate (``track_nms``).
     """
@@ -51,13 +53,18 @@ class Track:
     segmentations: list[dict | None] = field(default_factory=list)
     frame_scores: list[float] = field(default_factory=list)
     frame_labels: list[int] = field(default_factory=list)
+    frame_probs: list[np.ndarray] = field(default_factory=list)
     video_length: int | None = None
     score_scale: float = 1.0
 
-    def append(self, rle: dict | None, score: float, label: int) -> None:
+    def append(self, rle: dict | None, score: float, label: int, probs: Tensor | None = None) -> None:
+        if self.frame_scores and (probs is None) != (len(self.frame_probs) == 0):
+            raise ValueError(f"track {self.track_id}: class probabilities for some frames but not all")
         self.segmentations.append(rle)
         self.frame_scores.append(score)
         self.frame_labels.append(label)
+        if probs is not None:
+            self.frame_probs.append(probs.detach().float().cpu().numpy())
 
     @property
     def last_frame(self) -> int:
@@ -72,6 +79,12 @@ class Track:
     def label(self) -> int:
         """Most frequent per-frame class over the covered frames (ties: smallest index)."""
         return int(np.bincount(np.asarray(self.frame_labels, dtype=np.int64)).argmax())
+
+    def class_scores(self) -> np.ndarray:
+        """float ``[K]``: each class's probability averaged over the covered frames, times ``score_scale``."""
+        if not self.frame_probs:
+            raise ValueError(f"track {self.track_id} has no class probabilities")
+        return np.mean(self.frame_probs, axis=0) * self.score_scale
 
     def segmentation(self, frame: int) -> dict | None:
         """RLE at video frame ``frame``, ``None`` outside the covered frames or where absent."""
@@ -99,3 +112,27 @@ class Track:
             "score": self.score,
             "segmentations": [self.segmentation(frame) for frame in range(length)],
         }
+
+    def to_results(
+        self,
+        video_id: int,
+        category_ids: Sequence[int],
+        classes: int = 1,
+        video_length: int | None = None,
+    ) -> list[dict]:
+        """The track's results entries: ``[to_result(...)]`` for ``classes=1`` (the original); otherwise one
+        entry per class among the ``classes`` best by :meth:`class_scores`, each scored by its class score,
+        all with the same masks (Mask2Former-VIS's top-k over (query, class) pairs, per track). A wrong
+        top class then still leaves the right one in the results, below it.
+        """
+        if classes < 1:
+            raise ValueError(f"classes must be >= 1, got {classes}")
+        entry = self.to_result(video_id, category_ids, video_length)
+        if classes == 1:
+            return [entry]
+        class_scores = self.class_scores()
+        best = np.argsort(-class_scores, kind="stable")[:classes]
+        return [
+            dict(entry, category_id=_category_id(category_ids, int(c)), score=float(class_scores[c]))
+            for c in best
+        ]

@@ -33,6 +33,8 @@ class ClipPredictions:
         masks: bool ``[k, T, height, width]`` at the original frame size.
         present: bool ``[k, T]`` frame score ≥ the score floor; absent frames are ``None`` in results files.
         slots: int64 ``[k]`` instance slot index i of each kept prediction.
+        frame_probs: float ``[k, T, K]`` class probabilities per frame (no-object dropped), times the mask
+            score with ``mask_scoring`` (their maximum is ``frame_scores``); None where not computed.
     """
 
     scores: Tensor
@@ -42,15 +44,15 @@ class ClipPredictions:
     masks: Tensor
     present: Tensor
     slots: Tensor
+    frame_probs: Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.scores.shape[0])
 
     def select(self, keep: Tensor) -> "ClipPredictions":
         """Predictions at indices (or boolean mask) ``keep`` along k."""
-        return ClipPredictions(
-            **{name: getattr(self, name)[keep] for name in self.__dataclass_fields__}  # type: ignore[attr-defined]
-        )
+        fields = {name: getattr(self, name) for name in self.__dataclass_fields__}  # type: ignore[attr-defined]
+        return ClipPredictions(**{name: None if v is None else v[keep] for name, v in fields.items()})
 
     def frames(self, start: int, stop: int) -> "ClipPredictions":
         """The same predictions restricted to frames ``start:stop`` (scores and labels are recomputed)."""
@@ -64,6 +66,7 @@ class ClipPredictions:
             masks=self.masks[:, start:stop],
             present=self.present[:, start:stop],
             slots=self.slots,
+            frame_probs=None if self.frame_probs is None else self.frame_probs[:, start:stop],
         )
 
 
@@ -156,6 +159,7 @@ class PostProcessVideo:
         # q = t·N + i: B x Q → B x N x T (slot-major)
         frame_scores = frame_scores.view(B, T, N).transpose(1, 2)
         frame_labels = frame_labels.view(B, T, N).transpose(1, 2)
+        frame_probs = probs.view(B, T, N, -1).transpose(1, 2)  # B x N x T x K
         mask_logits = mask_logits.view(B, T, N, *mask_logits.shape[-2:]).transpose(1, 2)  # B x N x T x h x w
         clips = []
         for b in range(B):
@@ -163,7 +167,15 @@ class PostProcessVideo:
             if self.refine_radius:  # N x T x H x W at the input resolution
                 clip_masks, stride = self.refine(clip_masks, frames[b], sizes[b], mask_stride), 1
             clips.append(
-                self._one_clip(frame_scores[b], frame_labels[b], clip_masks, sizes[b], orig_sizes[b], stride)
+                self._one_clip(
+                    frame_probs[b],
+                    frame_scores[b],
+                    frame_labels[b],
+                    clip_masks,
+                    sizes[b],
+                    orig_sizes[b],
+                    stride,
+                )
             )
         return clips
 
@@ -182,6 +194,7 @@ class PostProcessVideo:
 
     def _one_clip(
         self,
+        frame_probs: Tensor,
         frame_scores: Tensor,
         frame_labels: Tensor,
         mask_logits: Tensor,
@@ -189,7 +202,8 @@ class PostProcessVideo:
         orig_size: Tensor,
         mask_stride: int,
     ) -> ClipPredictions:
-        """frame_scores/labels ``[N, T]``, mask_logits ``[N, T, h, w]`` → the clip's kept predictions."""
+        """frame_probs ``[N, T, K]``, frame_scores/labels ``[N, T]``, mask_logits ``[N, T, h, w]`` → the
+        clip's kept predictions."""
         N, T = frame_scores.shape
         height, width = (int(v) for v in orig_size)
 
@@ -205,6 +219,7 @@ class PostProcessVideo:
                 if binary[slot].any():
                     mask_scores[slot] = logits[binary[slot]].sigmoid().mean()
             frame_scores = frame_scores * mask_scores[:, None]
+            frame_probs = frame_probs * mask_scores[:, None, None]
         scores = frame_scores.mean(dim=1)
         order = scores.argsort(descending=True, stable=True)
         kept, masks = [], []
@@ -226,6 +241,7 @@ class PostProcessVideo:
             masks=torch.stack(masks) if masks else torch.zeros(0, T, height, width, dtype=torch.bool),
             present=frame_scores >= self.score_floor,
             slots=keep,
+            frame_probs=frame_probs[keep],
         )
 
     @property
