@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from vistr_lit.data.transforms import build_eval_transform
 from vistr_lit.inference import VideoPredictor, open_input, transformed_frames, write_visual_outputs
@@ -62,6 +63,7 @@ def synthetic_video(path: Path, frames: int, height: int, width: int) -> Path:
 
 
 def build_model(name: str, masks: str) -> tuple[torch.nn.Module, dict]:
+    """The experiment's VisTR (random weights) and its resolved ``inference`` config block."""
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose(
             config_name="infer", overrides=[f"+experiment={EXPERIMENTS[name]}", "ckpt_path=x", "input=x"]
@@ -70,17 +72,27 @@ def build_model(name: str, masks: str) -> tuple[torch.nn.Module, dict]:
     net["pretrained_backbone"] = None  # no download; speed does not depend on the weights
     model = build_vistr(num_classes=NUM_CLASSES, **net).eval()
     if masks == "full":
-        last_conv = [m for m in model.modules() if isinstance(m, torch.nn.Conv3d | torch.nn.Conv2d)][-1]
         with torch.no_grad():
-            last_conv.bias.fill_(FULL_MASK_LOGIT)
-    return model, {"short_side": cfg.inference.short_side, "max_size": cfg.inference.max_size}
+            if model.mask_embed is not None:  # dot-product masks: constant embeddings, logit D · c²
+                last_linear, pixel_out = model.mask_embed.layers[-1], model.mask_head.out
+                scale = math.sqrt(FULL_MASK_LOGIT / last_linear.out_features)
+                for layer in (last_linear, pixel_out):
+                    layer.weight.zero_()
+                    layer.bias.fill_(scale)
+            else:  # the paper's head: the last convolution's bias
+                last_conv = [m for m in model.modules() if isinstance(m, torch.nn.Conv3d | torch.nn.Conv2d)][
+                    -1
+                ]
+                last_conv.bias.fill_(FULL_MASK_LOGIT)
+    inference = OmegaConf.to_container(cfg.inference, resolve=True)
+    return model, inference
 
 
 def run_once(args) -> dict:
     """One video of ``args.frames`` frames; returns the figures as a dict."""
     torch.set_num_threads(args.threads)
     height, width = (int(s) for s in args.size.split("x"))
-    model, sizes = build_model(args.model, args.masks)
+    model, inference = build_model(args.model, args.masks)
     forward_time, forward_frames = 0.0, 0
     original_forward = model.forward
 
@@ -96,8 +108,17 @@ def run_once(args) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         path = synthetic_video(Path(tmp) / "bench.mp4", args.frames, height, width)
         (source,), _ = open_input(path, fps=float(FPS))
-        predictor = VideoPredictor(model, PostProcessVideo(), overlap=args.overlap, match_iou=0.5)
-        transform = build_eval_transform(sizes["short_side"], sizes["max_size"])
+        if args.postprocess == "experiment":  # the experiment's post-processing and stitching options
+            options = {
+                k: inference[k]
+                for k in ("match_iou", "track_nms_iou", "track_nms_decay", "classes_per_track")
+            }
+            predictor = VideoPredictor(
+                model, PostProcessVideo(**inference["postprocess"]), overlap=args.overlap, **options
+            )
+        else:
+            predictor = VideoPredictor(model, PostProcessVideo(), overlap=args.overlap, match_iou=0.5)
+        transform = build_eval_transform(inference["short_side"], inference["max_size"])
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         start = time.perf_counter()
         tracks = predictor.predict_stream(transformed_frames(source.frames(), transform), source.size)
@@ -111,6 +132,7 @@ def run_once(args) -> dict:
         "window": model.num_frames,
         "overlap": predictor.overlap,
         "threads": args.threads,
+        "postprocess": args.postprocess,
         "tracks": len(tracks),
         "fps_end_to_end": args.frames / total,
         "fps_predict_only": args.frames / (predicted - start),
@@ -132,6 +154,13 @@ def main() -> None:
     )
     parser.add_argument("--overlap", type=int, default=None, help="frames shared by windows (default T // 2)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--postprocess",
+        choices=("default", "experiment"),
+        default="default",
+        help="PostProcessVideo() and the stitcher's defaults, or the experiment's model.postprocess and "
+        "model.predictor options (the quickstart: mask refinement, track NMS, 3 classes per track)",
+    )
     parser.add_argument("--masks", choices=("full", "model"), default="full")
     parser.add_argument("--json", type=Path, default=None, help="append the results as JSON lines here")
     args = parser.parse_args()
@@ -145,6 +174,8 @@ def main() -> None:
             str(args.threads),
             "--masks",
             args.masks,
+            "--postprocess",
+            args.postprocess,
         ]
         common += ["--overlap", str(args.overlap)] if args.overlap is not None else []
         common += ["--json", str(args.json)] if args.json is not None else []
