@@ -80,10 +80,8 @@ def build_model(name: str, masks: str) -> tuple[torch.nn.Module, dict]:
                     layer.weight.zero_()
                     layer.bias.fill_(scale)
             else:  # the paper's head: the last convolution's bias
-                last_conv = [m for m in model.modules() if isinstance(m, torch.nn.Conv3d | torch.nn.Conv2d)][
-                    -1
-                ]
-                last_conv.bias.fill_(FULL_MASK_LOGIT)
+                convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv3d | torch.nn.Conv2d)]
+                convs[-1].bias.fill_(FULL_MASK_LOGIT)
     inference = OmegaConf.to_container(cfg.inference, resolve=True)
     return model, inference
 

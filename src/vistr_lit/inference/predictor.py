@@ -169,7 +169,7 @@ class VideoPredictor:
         sizes = torch.tensor([[H, W]] * B)
         orig_sizes = torch.as_tensor(orig_size).reshape(1, 2).expand(B, 2)
         stride = getattr(self.model, "mask_stride", MASK_STRIDE)  # models other than VisTR: the usual 4
-        clip_predictions = self.postprocess(_to_cpu(outputs), sizes, orig_sizes, T, stride, clips.cpu())
+        clip_predictions = self.postprocess(_to_cpu(outputs), sizes, orig_sizes, T, stride, clips)
         for (start, _), length, predictions in zip(batch, lengths, clip_predictions):
             stitcher.add_window(start, _drop_padded(predictions, length))
 

@@ -15,9 +15,14 @@ def encode_mask(mask: Tensor) -> dict:
     return encode_track(mask[None])[0]  # the evaluator's writer, one frame at a time (streaming)
 
 
+def coco_rle(rle: dict) -> dict:
+    """A JSON-ready compressed RLE (string counts) → pycocotools' form (bytes counts)."""
+    return {"size": rle["size"], "counts": rle["counts"].encode("ascii")}
+
+
 def decode_mask(rle: dict) -> np.ndarray:
     """Compressed RLE → bool ``[height, width]``."""
-    return mask_utils.decode({"size": rle["size"], "counts": rle["counts"].encode("ascii")}).astype(bool)
+    return mask_utils.decode(coco_rle(rle)).astype(bool)
 
 
 def _category_id(category_ids, label: int) -> int:

@@ -13,12 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from vistr_lit.inference.track import Track
-
-
-def _rle(rle: dict) -> dict:
-    """A track's JSON-ready RLE (string counts) → pycocotools' (bytes counts)."""
-    return {"size": rle["size"], "counts": rle["counts"].encode("ascii")}
+from vistr_lit.inference.track import Track, coco_rle
 
 
 def track_mask_iou(tracks: Sequence[Track], video_length: int) -> np.ndarray:
@@ -28,7 +23,7 @@ def track_mask_iou(tracks: Sequence[Track], video_length: int) -> np.ndarray:
     inter, areas = np.zeros((n, n)), np.zeros(n)
     for frame in range(video_length):
         present = [(i, t.segmentation(frame)) for i, t in enumerate(tracks)]
-        present = [(i, _rle(rle)) for i, rle in present if rle is not None]
+        present = [(i, coco_rle(rle)) for i, rle in present if rle is not None]
         if not present:
             continue
         index = np.array([i for i, _ in present])

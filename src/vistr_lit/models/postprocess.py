@@ -155,28 +155,15 @@ class PostProcessVideo:
                 f"{None if frames is None else list(frames.shape)}"
             )
         probs = logits.float().softmax(dim=-1)[..., :-1]  # B x Q x K, no-object dropped
-        frame_scores, frame_labels = probs.max(dim=-1)  # B x Q each
-        # q = t·N + i: B x Q → B x N x T (slot-major)
-        frame_scores = frame_scores.view(B, T, N).transpose(1, 2)
-        frame_labels = frame_labels.view(B, T, N).transpose(1, 2)
-        frame_probs = probs.view(B, T, N, -1).transpose(1, 2)  # B x N x T x K
+        # q = t·N + i: B x Q x K → B x N x T x K (slot-major)
+        frame_probs = probs.view(B, T, N, -1).transpose(1, 2)
         mask_logits = mask_logits.view(B, T, N, *mask_logits.shape[-2:]).transpose(1, 2)  # B x N x T x h x w
         clips = []
         for b in range(B):
             clip_masks, stride = mask_logits[b], mask_stride
             if self.refine_radius:  # N x T x H x W at the input resolution
                 clip_masks, stride = self.refine(clip_masks, frames[b], sizes[b], mask_stride), 1
-            clips.append(
-                self._one_clip(
-                    frame_probs[b],
-                    frame_scores[b],
-                    frame_labels[b],
-                    clip_masks,
-                    sizes[b],
-                    orig_sizes[b],
-                    stride,
-                )
-            )
+            clips.append(self._one_clip(frame_probs[b], clip_masks, sizes[b], orig_sizes[b], stride))
         return clips
 
     def refine(self, mask_logits: Tensor, frames: Tensor, size: Tensor, mask_stride: int) -> Tensor:
@@ -187,7 +174,7 @@ class PostProcessVideo:
         logits = self._upsample(mask_logits.flatten(0, 1), size, (H, W), mask_stride)  # N·T x H x W
         probs = logits.sigmoid().unflatten(0, (N, T)).transpose(0, 1)  # T x N x H x W
         radius = min(self.refine_radius, min(H, W) - 1)
-        guide = frames[:, :, :H, :W].float()
+        guide = frames[:, :, :H, :W].to(probs.device, torch.float32)  # the frames may still be on the GPU
         refined = guided_blur(guide, probs, 2 * radius + 1, self.refine_eps) if radius > 0 else probs
         eps = torch.finfo(refined.dtype).eps
         return torch.logit(refined.transpose(0, 1), eps=eps)
@@ -195,15 +182,13 @@ class PostProcessVideo:
     def _one_clip(
         self,
         frame_probs: Tensor,
-        frame_scores: Tensor,
-        frame_labels: Tensor,
         mask_logits: Tensor,
         size: Tensor,
         orig_size: Tensor,
         mask_stride: int,
     ) -> ClipPredictions:
-        """frame_probs ``[N, T, K]``, frame_scores/labels ``[N, T]``, mask_logits ``[N, T, h, w]`` → the
-        clip's kept predictions."""
+        """frame_probs ``[N, T, K]``, mask_logits ``[N, T, h, w]`` → the clip's kept predictions."""
+        frame_scores, frame_labels = frame_probs.max(dim=-1)  # N x T each
         N, T = frame_scores.shape
         height, width = (int(v) for v in orig_size)
 
