@@ -10,7 +10,12 @@ from torchvision.ops import generalized_box_iou_loss
 
 from vistr_lit.models.matcher import HungarianMatcher, MatchIndices, clip_dimensions
 from vistr_lit.ops.box_ops import box_cxcywh_to_xyxy
-from vistr_lit.ops.losses import dice_loss_per_mask, focal_loss_per_mask, resize_mask_targets
+from vistr_lit.ops.losses import (
+    dice_loss_per_mask,
+    focal_loss_per_mask,
+    resize_mask_targets,
+    valid_mask_region,
+)
 
 LOSS_NAMES = {
     "labels": ("loss_ce",),
@@ -122,7 +127,10 @@ class SetCriterion(nn.Module):
         if "masks" in self.losses and self.mask_loss_resolution == "prediction":
             # once for every layer's matching and losses, instead of once per use
             size = tuple(outputs["pred_masks"].shape[-2:])
-            targets = [dict(t, masks=resize_mask_targets(t["masks"], size)) for t in targets]  # [M, T, h, w]
+            targets = [
+                dict(t, masks=resize_mask_targets(t["masks"], size), mask_canvas=tuple(t["masks"].shape[-2:]))
+                for t in targets
+            ]  # [M, T, h, w]
         per_group = [
             self.group_losses(group, targets, normalizer, num_frames)
             for group in [outputs, *outputs.get("group_outputs", [])]
@@ -210,7 +218,8 @@ class SetCriterion(nn.Module):
     def loss_masks(
         self, outputs: dict, targets: list[dict], indices: MatchIndices, normalizer: Tensor
     ) -> dict[str, Tensor]:
-        """`loss_mask` (focal) and `loss_dice` over matched pairs, each summed / normalizer."""
+        """`loss_mask` (focal) and `loss_dice` over matched pairs, each summed / normalizer; each pair's
+        pixels are those of its clip's valid region (`valid_mask_region`: the batch padding is left out)."""
         pred_masks = outputs["pred_masks"]  # [B, Q, h, w]
         focal, dice = pred_masks.new_zeros(()), pred_masks.new_zeros(())
         for b, (query_idx, target_idx) in enumerate(
@@ -230,7 +239,8 @@ class SetCriterion(nn.Module):
                 tgt = tgt.to(src.dtype)
             else:  # already resized in forward
                 tgt = resize_mask_targets(tgt, tuple(src.shape[-2:])).to(src.dtype)
-            src, tgt = src.flatten(1), tgt.flatten(1)  # [P, L]
+            rows, cols = valid_mask_region(targets[b], tuple(src.shape[-2:]))  # the clip's unpadded part
+            src, tgt = src[:, :rows, :cols].flatten(1), tgt[:, :rows, :cols].flatten(1)  # [P, L]
             focal = focal + focal_loss_per_mask(src, tgt, self.focal_alpha, self.focal_gamma).sum()
             dice = dice + dice_loss_per_mask(src, tgt).sum()
         return {"loss_mask": focal / normalizer, "loss_dice": dice / normalizer}

@@ -23,7 +23,12 @@ from vistr_lit.ops.box_ops import (
     pairwise_box_iou,
     pairwise_generalized_box_iou,
 )
-from vistr_lit.ops.losses import pairwise_dice_cost, pairwise_focal_cost, resize_mask_targets
+from vistr_lit.ops.losses import (
+    pairwise_dice_cost,
+    pairwise_focal_cost,
+    resize_mask_targets,
+    valid_mask_region,
+)
 
 NUM_BOX_COORDS = 4
 MatchIndices = list[tuple[Tensor, Tensor]]
@@ -250,17 +255,19 @@ class HungarianMatcher(nn.Module):
     def _mask_costs(
         self, pred_masks: Tensor, targets: list[dict], num_frames: int, num_slots: int, shape
     ) -> Tensor:
-        """Focal/dice costs on each clip's own block of `[B, T, N, ΣM]`, at the prediction's resolution."""
+        """Focal/dice costs on each clip's own block of `[B, T, N, ΣM]`, at the prediction's resolution, over
+        the clip's valid region (`valid_mask_region`)."""
         cost = pred_masks.new_zeros(shape, dtype=torch.float32)
         size = tuple(pred_masks.shape[-2:])
         offset = 0
         for b, target in enumerate(targets):  # one iteration per clip, vectorized over slots and instances
             num_inst = len(target["labels"])
             if num_inst:
-                logits = pred_masks[b].float().view(num_frames, num_slots, -1).transpose(0, 1)  # [N, T, h·w]
-                tgt = resize_mask_targets(target["masks"].to(pred_masks.device), size).flatten(
-                    2
-                )  # [M, T, h·w]
+                rows, cols = valid_mask_region(target, size)  # the clip's unpadded part of the grid
+                logits = pred_masks[b, :, :rows, :cols].float()
+                logits = logits.reshape(num_frames, num_slots, -1).transpose(0, 1)  # [N, T, rows·cols]
+                tgt = resize_mask_targets(target["masks"].to(pred_masks.device), size)
+                tgt = tgt[..., :rows, :cols].flatten(2)  # [M, T, rows·cols]
                 block = self.cost_dice * pairwise_dice_cost(logits, tgt) if self.cost_dice else 0.0
                 if self.cost_mask:
                     focal = pairwise_focal_cost(logits, tgt, alpha=self.focal_alpha, gamma=self.focal_gamma)

@@ -12,6 +12,7 @@ from vistr_lit.ops.losses import (
     pairwise_dice_cost,
     pairwise_focal_cost,
     resize_mask_targets,
+    valid_mask_region,
 )
 
 __all__ = [
@@ -24,4 +25,5 @@ __all__ = [
     "pairwise_focal_cost",
     "pairwise_generalized_box_iou",
     "resize_mask_targets",
+    "valid_mask_region",
 ]

@@ -85,6 +85,32 @@ def pairwise_focal_cost(logits: Tensor, targets: Tensor, alpha: float = 0.25, ga
     return cost / num_pixels
 
 
+def valid_mask_region(target: dict, grid: tuple[int, int]) -> tuple[int, int]:
+    """Rows and columns of a `grid` over a clip's padded mask canvas that cover its valid (unpadded) pixels.
+
+    Batched clips are zero-padded bottom-right to a common canvas (`collate_clips`); the padding is neither
+    object nor background, so mask losses and costs are taken over the valid region only. Otherwise the
+    predictions on the padding enter every dice denominator (the pixel embeddings are zero there: sigmoid
+    0.5 on every padded pixel, more probability mass than a typical object).
+
+    Args:
+        target: a clip's target dict: `masks` `[..., H_c, W_c]` on the canvas (or already resized to `grid`,
+            then `mask_canvas` holds the canvas size) and, optionally, `size` (its valid H, W in canvas
+            pixels; without it the whole canvas is valid).
+        grid: `(h, w)` of the grid the losses are computed on (the canvas itself, or a coarser grid whose
+            cells are `⌈H_c/h⌉ x ⌈W_c/w⌉` pixels, as in `resize_mask_targets`).
+
+    Returns:
+        `(rows, cols)`: the valid region is `[:rows, :cols]` of the grid.
+    """
+    size = target.get("size")
+    if size is None:
+        return tuple(grid)
+    canvas = target.get("mask_canvas", tuple(target["masks"].shape[-2:]))
+    cell_h, cell_w = math.ceil(canvas[0] / grid[0]), math.ceil(canvas[1] / grid[1])
+    return min(grid[0], math.ceil(int(size[0]) / cell_h)), min(grid[1], math.ceil(int(size[1]) / cell_w))
+
+
 def resize_mask_targets(masks: Tensor, size: tuple[int, int]) -> Tensor:
     """Fraction of foreground in each cell of a coarser `size` grid (e.g. the prediction's stride-4 grid).
 
