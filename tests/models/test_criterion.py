@@ -236,3 +236,31 @@ def test_normalizer_averaging_with_a_simulated_second_rank(monkeypatch):
 def test_normalizer_is_averaged_over_ranks(tmp_path):
     torch.multiprocessing.spawn(_ddp_worker, args=(2, tmp_path), nprocs=2, join=True)
     assert [float((tmp_path / f"{rank}.txt").read_text()) for rank in range(2)] == [7.5, 7.5]
+
+
+@pytest.mark.parametrize("resolution", ["target", "prediction"])
+def test_mask_losses_ignore_the_batch_padding(resolution):
+    """A clip padded from 12x8 to the 12x16 canvas: whatever is predicted on the padding (beyond the grid
+    cell next to the border, which bilinear upsampling mixes in) leaves the mask losses unchanged, and they
+    equal the same predictions' losses without padding."""
+    outputs = make_outputs(8, batch=1, aux_layers=0)
+    target = make_targets(8, instances=(2,), absent=0.0)[0]
+    target["masks"][..., 8:] = False  # the collate's padding is background
+    target["size"] = torch.tensor([12, 8])
+    criterion = SetCriterion(NUM_CLASSES, HungarianMatcher(), num_aux_layers=0, mask_loss_resolution=resolution)
+    losses = criterion(outputs, [target])
+    first_ignored = 3 if resolution == "target" else 2  # grid column 2 covers pixels 8-11
+    changed = {k: v.detach().clone() for k, v in outputs.items() if k != "aux_outputs"}
+    changed["pred_masks"][..., first_ignored:] = 30.0  # confident foreground on the padding
+    changed["aux_outputs"] = []
+    again = criterion(changed, [target])
+    for name in ("loss_mask", "loss_dice"):
+        assert torch.allclose(losses[name], again[name]), name
+    if resolution == "prediction":  # on the 3x2 valid cells both grids agree exactly
+        alone = {k: v.detach().clone() for k, v in outputs.items() if k != "aux_outputs"}
+        alone["pred_masks"] = alone["pred_masks"][..., :2].contiguous()
+        alone["aux_outputs"] = []
+        cropped = dict(target, masks=target["masks"][..., :8].clone())
+        single = criterion(alone, [cropped])
+        for name in ("loss_mask", "loss_dice"):
+            assert torch.allclose(losses[name], single[name]), name

@@ -290,3 +290,21 @@ def test_defaults_are_the_papers_and_original_options():
         "mean",
         "count",
     )
+
+
+def test_mask_costs_ignore_the_batch_padding():
+    """Clips padded to the 8x12 canvas (valid 8x6 and 6x12): predictions on the padding change no cost."""
+    outputs, targets = make_problem(5, mask_size=(8, 12))
+    for target, size in zip(targets, ([8, 6], [6, 12])):
+        target["size"] = torch.tensor(size)
+        target["masks"][..., size[0] :, :] = False
+        target["masks"][..., :, size[1] :] = False
+    matcher = HungarianMatcher(cost_mask=2.0, cost_dice=1.0)
+    frames, slots = 3, 4
+    costs = matcher.frame_costs(outputs, targets, frames, slots, True)
+    changed = dict(outputs, pred_masks=outputs["pred_masks"].clone())
+    changed["pred_masks"][0, :, :, 3:] = 25.0  # clip 0: grid columns 3-5 cover the padded pixels 6-11
+    changed["pred_masks"][1, :, 3:, :] = -25.0  # clip 1: grid row 3 covers the padded rows 6-7
+    torch.testing.assert_close(matcher.frame_costs(changed, targets, frames, slots, True), costs)
+    changed["pred_masks"][0, :, :, 2] = 25.0  # a valid column does count
+    assert not torch.allclose(matcher.frame_costs(changed, targets, frames, slots, True), costs)

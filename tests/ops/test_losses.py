@@ -9,6 +9,7 @@ from vistr_lit.ops import (
     pairwise_dice_cost,
     pairwise_focal_cost,
     resize_mask_targets,
+    valid_mask_region,
 )
 
 
@@ -73,3 +74,14 @@ def test_resize_mask_targets_pads_to_whole_blocks_and_matches_area_pooling():
 def test_resize_mask_targets_with_no_instances():
     empty = torch.zeros(0, 3, 13, 16, dtype=torch.bool)
     assert resize_mask_targets(empty, (4, 4)).shape == (0, 3, 4, 4)
+
+
+def test_valid_mask_region_on_the_canvas_and_coarser_grids():
+    masks = torch.zeros(2, 3, 80, 114, dtype=torch.bool)
+    target = {"masks": masks, "size": torch.tensor([80, 80])}
+    assert valid_mask_region(target, (80, 114)) == (80, 80)  # the canvas itself
+    assert valid_mask_region(target, (20, 29)) == (20, 20)  # stride-4 cells of 4x4 pixels
+    assert valid_mask_region({"masks": masks, "size": torch.tensor([78, 81])}, (20, 29)) == (20, 21)
+    assert valid_mask_region({"masks": masks}, (20, 29)) == (20, 29)  # no size: everything is valid
+    resized = {"masks": masks[..., :20, :29], "size": torch.tensor([80, 80]), "mask_canvas": (80, 114)}
+    assert valid_mask_region(resized, (20, 29)) == (20, 20)  # already resized: the canvas is recorded
