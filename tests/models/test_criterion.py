@@ -247,7 +247,9 @@ def test_mask_losses_ignore_the_batch_padding(resolution):
     target = make_targets(8, instances=(2,), absent=0.0)[0]
     target["masks"][..., 8:] = False  # the collate's padding is background
     target["size"] = torch.tensor([12, 8])
-    criterion = SetCriterion(NUM_CLASSES, HungarianMatcher(), num_aux_layers=0, mask_loss_resolution=resolution)
+    criterion = SetCriterion(
+        NUM_CLASSES, HungarianMatcher(), num_aux_layers=0, mask_loss_resolution=resolution
+    )
     losses = criterion(outputs, [target])
     first_ignored = 3 if resolution == "target" else 2  # grid column 2 covers pixels 8-11
     changed = {k: v.detach().clone() for k, v in outputs.items() if k != "aux_outputs"}
