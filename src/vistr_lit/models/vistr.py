@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from vistr_lit.models.backbone import Backbone
+from vistr_lit.models.mask_classifier import MaskPooledClassifier
 from vistr_lit.models.mask_head import InstanceSequenceHead, MaskHeadSmallConv, MHAttentionMap, PixelDecoder
 from vistr_lit.models.padding import downscale, keep_mask, size_mask, valid_sizes
 from vistr_lit.models.position_encoding import PositionEmbeddingSine3D
@@ -69,6 +70,9 @@ class VisTR(nn.Module):
             per step for a cheap decoder; in eval mode only the main group runs (same outputs as G = 1).
         mask_stride: stride of ``pred_masks``: 4 (layer1, the paper) or, with ``"dot_product"``, 2 (the
             pixel decoder adds the backbone's stem: finer masks for small objects, not in the paper).
+        mask_classifier: with ``"dot_product"`` (not in the paper): the last layer's class logits get a
+            correction read from each query's own mask, its shape over its box and the layer1 features
+            under it (``MaskPooledClassifier``).
     """
 
     def __init__(
@@ -87,6 +91,7 @@ class VisTR(nn.Module):
         aux_masks: bool = False,
         query_groups: int = 1,
         mask_stride: int = 4,
+        mask_classifier: bool = False,
     ) -> None:
         super().__init__()
         if mask_fusion not in MASK_FUSIONS:
@@ -111,6 +116,8 @@ class VisTR(nn.Module):
             )
         if query_groups < 1:
             raise ValueError(f"query_groups must be >= 1, got {query_groups}")
+        if mask_classifier and mask_fusion != "dot_product":
+            raise ValueError(f"mask_classifier needs mask_fusion 'dot_product', got {mask_fusion!r}")
         hidden_dim, nheads = transformer.d_model, transformer.nhead
         if hidden_dim % (2 * POSITION_AXES):
             raise ValueError(
@@ -148,6 +155,11 @@ class VisTR(nn.Module):
                 mask_in, fpn_dims, mask_dim or hidden_dim, backbone.strides[::-1], mask_deformable
             )
             self.insmask_head = InstanceSequenceHead(self.mask_head.out_channels, temporal)
+        self.mask_classifier = (
+            MaskPooledClassifier(backbone.num_channels[0], hidden_dim, num_classes + 1)
+            if mask_classifier
+            else None
+        )
 
     def forward(self, frames: Tensor, pad_mask: Tensor | None = None) -> dict:
         """Predict Q = T·N instance-frames for each clip.
@@ -218,6 +230,11 @@ class VisTR(nn.Module):
             masked = range(len(layers)) if self.aux_loss and self.aux_masks else [len(layers) - 1]
             for layer in masked:
                 self._dot_product_outputs(layers[layer], hs[layer], pixels)
+            if self.mask_classifier is not None:
+                last = layers[-1]
+                last["pred_logits"] = last["pred_logits"] + self._mask_class_logits(
+                    hs[-1], last, features[0], sizes
+                )
         else:
             layers[-1]["pred_masks"] = self._predict_masks(hs[-1], memory, features, sizes, mask, memory_size)
         out = layers[-1]
@@ -251,6 +268,33 @@ class VisTR(nn.Module):
         frame_queries = queries.unflatten(1, (num_frames, n)).flatten(0, 1)  # B·T x N x C
         logits = torch.einsum("fnd,fdhw->fnhw", self.mask_embed(frame_queries), pixels)  # B·T x N x h_m x w_m
         out["pred_masks"] = logits.unflatten(0, (batch, num_frames)).flatten(1, 2)  # B x T·N x h_m x w_m
+
+    def _mask_class_logits(
+        self, queries: Tensor, out: dict, features: Tensor, sizes: Tensor | None
+    ) -> Tensor:
+        """``MaskPooledClassifier``'s correction ``[B, Q, K+1]`` of one layer's logits (queries ``[B, Q, C]``;
+        ``out`` holds its ``pred_masks`` and ``pred_boxes``; features: layer1 ``[B·T, C_1, h_1, w_1]``)."""
+        batch, num_frames, n = queries.shape[0], self.num_frames, self.num_instances
+
+        def per_frame(x: Tensor) -> Tensor:  # B x T·N x ... -> B·T x N x ...
+            return x.unflatten(1, (num_frames, n)).flatten(0, 1)
+
+        masks = per_frame(out["pred_masks"])
+        height, width = masks.shape[-2:]
+        if sizes is None:
+            valid, keep = masks.new_tensor([[height, width]], dtype=torch.int64).expand(batch, -1), None
+        else:
+            valid = downscale(sizes, self.mask_stride)
+            keep = (~size_mask(valid, height, width)).repeat_interleave(num_frames, dim=0)
+        logits = self.mask_classifier(
+            per_frame(queries),
+            masks,
+            per_frame(out["pred_boxes"]),
+            features,
+            valid.repeat_interleave(num_frames, dim=0),
+            keep,
+        )
+        return logits.unflatten(0, (batch, num_frames)).flatten(1, 2)
 
     def _predict_masks(
         self,
@@ -313,6 +357,7 @@ def build_vistr(
     aux_masks: bool = False,
     query_groups: int = 1,
     mask_stride: int = 4,
+    mask_classifier: bool = False,
 ) -> VisTR:
     """Build VisTR from plain arguments (defaults: the original R50 configuration, T and K to choose).
 
@@ -339,4 +384,5 @@ def build_vistr(
         aux_masks,
         query_groups,
         mask_stride,
+        mask_classifier,
     )
