@@ -37,9 +37,9 @@ def test_a_new_head_predicts_like_the_plain_classifier():
         )
 
 
-@pytest.mark.parametrize("mask_stride", [4, 2])
-def test_padded_clip_is_classified_like_the_clip_alone(mask_stride):
-    model = tiny(mask_classifier=True, mask_stride=mask_stride)
+@pytest.mark.parametrize(("mode", "mask_stride"), [("frame", 4), ("frame", 2), ("clip", 4)])
+def test_padded_clip_is_classified_like_the_clip_alone(mode, mask_stride):
+    model = tiny(mask_classifier=mode, mask_stride=mask_stride)
     randomize_output(model)
     clip_a, clip_b = torch.randn(3, 3, 50, 70), torch.randn(3, 3, 96, 64)
     frames, pad_mask = torch.zeros(2, 3, 3, 96, 96), torch.ones(2, 96, 96, dtype=torch.bool)
@@ -100,7 +100,42 @@ def test_masks_and_boxes_get_no_gradient_from_the_classification():
     assert queries.grad.abs().sum() > 0 and features.grad.abs().sum() > 0
 
 
+def test_clip_pooling_shares_the_class_evidence_of_a_slot_across_its_frames():
+    model = tiny(mask_classifier="clip")
+    randomize_output(model)
+    frames = torch.randn(2, 3, 3, 48, 64)
+    with torch.no_grad():  # the same seed: the same weights but the head's
+        logits = model(frames)["pred_logits"].unflatten(1, (3, 2))  # B x T x N x K+1
+        plain = tiny()(frames)["pred_logits"].unflatten(1, (3, 2))
+    correction = logits - plain
+    torch.testing.assert_close(
+        correction[..., :-1], correction[:, :1, :, :-1].expand_as(correction[..., :-1])
+    )
+    assert (correction[:, 0, :, -1] - correction[:, 1, :, -1]).abs().max() > 1e-4  # no-object stays per frame
+
+
+def test_clip_pooling_weighs_frames_by_mask_mass():
+    torch.manual_seed(0)
+    frame_head = MaskPooledClassifier(feature_dim=4, hidden_dim=16, num_logits=5).eval()
+    clip_head = MaskPooledClassifier(feature_dim=4, hidden_dim=16, num_logits=5, clip_pooling=True).eval()
+    torch.nn.init.normal_(frame_head.out.weight)
+    clip_head.load_state_dict(frame_head.state_dict())
+    masks = torch.full((2, 1, 32, 32), -20.0)  # frame 1: nothing
+    masks[0, 0] = _disc_and_cross()[0]  # frame 0: a disc of ~314 cells
+    args = (torch.randn(2, 1, 16), masks, torch.tensor([0.5, 0.5, 0.6, 0.6]).expand(2, 1, 4))
+    rest = (torch.randn(2, 4, 32, 32), torch.tensor([[32, 32], [32, 32]]))
+    with torch.no_grad():
+        per_frame = frame_head(*args, *rest)
+        pooled = clip_head(*args, *rest, num_frames=2)
+    torch.testing.assert_close(
+        pooled[:, :, :-1], per_frame[:1, :, :-1].expand(2, -1, -1), atol=0.02, rtol=0.01
+    )
+    torch.testing.assert_close(pooled[:, :, -1], per_frame[:, :, -1])
+
+
 def test_bad_settings_raise():
+    with pytest.raises(ValueError, match="mask_classifier must be one of"):
+        tiny(mask_classifier="video")
     with pytest.raises(ValueError, match="mask_classifier needs mask_fusion 'dot_product'"):
         tiny(mask_classifier=True, mask_fusion="attention")
     with pytest.raises(ValueError, match="multiple of 4"):

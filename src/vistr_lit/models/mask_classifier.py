@@ -11,7 +11,10 @@ at the mask stride, in the spirit of the mask-pooled instance features of later 
   (``torchvision.ops.roi_align``) and read by two strided convolutions.
 
 Both are added to a projection of the query and mapped to K+1 logits that are *added* to the query's own
-(the last layer is zero-initialized, so a new head starts as the plain classifier). The masks and boxes it
+(the last layer is zero-initialized, so a new head starts as the plain classifier). With ``clip_pooling`` the
+K class corrections of an instance slot are averaged over the clip's T frames, weighted by each frame's mask
+mass (an instance keeps its class: every frame gets the evidence of all of them); the no-object logit stays
+per frame (a slot may be absent from some frames). The masks and boxes it
 reads are detached: the classification loss trains this head and the features, not the masks or boxes.
 """
 
@@ -24,6 +27,9 @@ from torchvision.ops import roi_align
 
 SHAPE_CHANNELS = (16, 32)  # the two stride-2 convolutions over the S×S mask crop
 SHAPE_STRIDE = 4  # their total downsampling
+POOLING_PRIOR = (
+    1.0  # mask mass (in grid cells) added to every frame's weight in clip pooling: no zero weights
+)
 
 
 class MaskPooledClassifier(nn.Module):
@@ -34,13 +40,21 @@ class MaskPooledClassifier(nn.Module):
         hidden_dim: C, width of the decoder queries (and of this head's hidden layer).
         num_logits: K+1 (no-object included).
         shape_size: S, side of the mask crop over the box (a multiple of 4).
+        clip_pooling: average each slot's class corrections over its clip's frames.
     """
 
-    def __init__(self, feature_dim: int, hidden_dim: int, num_logits: int, shape_size: int = 16) -> None:
+    def __init__(
+        self,
+        feature_dim: int,
+        hidden_dim: int,
+        num_logits: int,
+        shape_size: int = 16,
+        clip_pooling: bool = False,
+    ) -> None:
         super().__init__()
         if shape_size < SHAPE_STRIDE or shape_size % SHAPE_STRIDE:
             raise ValueError(f"shape_size must be a positive multiple of {SHAPE_STRIDE}, got {shape_size}")
-        self.shape_size = shape_size
+        self.shape_size, self.clip_pooling = shape_size, clip_pooling
         c1, c2 = SHAPE_CHANNELS
         self.shape_net = nn.Sequential(
             nn.Conv2d(1, c1, 3, stride=2, padding=1),
@@ -65,6 +79,7 @@ class MaskPooledClassifier(nn.Module):
         features: Tensor,
         valid_size: Tensor,
         keep: Tensor | None = None,
+        num_frames: int = 1,
     ) -> Tensor:
         """Args:
             queries: ``[F, N, C]`` decoder outputs of the N instance slots of F = B·T frames.
@@ -73,6 +88,7 @@ class MaskPooledClassifier(nn.Module):
             features: ``[F, C_f, h_f, w_f]`` backbone features on the mask grid or one k times coarser.
             valid_size: ``[F, 2]`` valid (rows, cols) of each frame on the mask grid.
             keep: bool ``[F, h, w]``, False on the batch padding, or None.
+            num_frames: T; the F frames are B clips of T, clip-major (used by ``clip_pooling``).
         Returns:
             ``[F, N, K+1]`` logits to add to the queries' own.
         """
@@ -102,4 +118,17 @@ class MaskPooledClassifier(nn.Module):
         shape = self.shape_net(crops.to(queries.dtype)).view(frames, slots, -1)  # F x N x C
 
         hidden = F.relu(self.query_proj(queries) + self.feature_proj(pooled.to(queries.dtype)) + shape)
-        return self.out(F.relu(self.hidden(hidden)))
+        logits = self.out(F.relu(self.hidden(hidden)))  # F x N x K+1
+        if not self.clip_pooling:
+            return logits
+        if frames % num_frames:
+            raise ValueError(f"{frames} frames are not whole clips of T={num_frames}")
+        per_clip = logits.unflatten(0, (-1, num_frames))  # B x T x N x K+1
+        mass = (
+            probs.sum(dim=(-2, -1)).unflatten(0, (-1, num_frames))[..., None] + POOLING_PRIOR
+        )  # B x T x N x 1
+        classes = (per_clip[..., :-1] * mass.to(logits.dtype)).sum(1, keepdim=True) / mass.sum(
+            1, keepdim=True
+        )
+        pooled_logits = torch.cat([classes.expand_as(per_clip[..., :-1]), per_clip[..., -1:]], dim=-1)
+        return pooled_logits.flatten(0, 1)

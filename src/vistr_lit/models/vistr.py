@@ -13,6 +13,7 @@ from vistr_lit.models.position_encoding import PositionEmbeddingSine3D
 from vistr_lit.models.transformer import Transformer
 
 MASK_FUSIONS = ("attention", "concat", "dot_product")
+MASK_CLASSIFIERS = ("none", "frame", "clip")  # MaskPooledClassifier off, per instance-frame, pooled per clip
 MASK_STRIDES = (4, 2)  # layer1's (the paper); 2 adds the backbone's stem to the dot-product head
 TEMPORAL_FUSIONS = ("conv3d", "none")
 # Attributes of VisTR that form the mask branch: query/memory attention maps, FPN head, 3-D head (and the
@@ -72,7 +73,8 @@ class VisTR(nn.Module):
             pixel decoder adds the backbone's stem: finer masks for small objects, not in the paper).
         mask_classifier: with ``"dot_product"`` (not in the paper): the last layer's class logits get a
             correction read from each query's own mask, its shape over its box and the layer1 features
-            under it (``MaskPooledClassifier``).
+            under it (``MaskPooledClassifier``): ``"frame"`` (or True) per instance-frame, ``"clip"`` with
+            the class corrections averaged over each slot's frames, ``"none"`` (or False) without.
     """
 
     def __init__(
@@ -91,7 +93,7 @@ class VisTR(nn.Module):
         aux_masks: bool = False,
         query_groups: int = 1,
         mask_stride: int = 4,
-        mask_classifier: bool = False,
+        mask_classifier: bool | str = False,
     ) -> None:
         super().__init__()
         if mask_fusion not in MASK_FUSIONS:
@@ -116,7 +118,10 @@ class VisTR(nn.Module):
             )
         if query_groups < 1:
             raise ValueError(f"query_groups must be >= 1, got {query_groups}")
-        if mask_classifier and mask_fusion != "dot_product":
+        mask_classifier = {True: "frame", False: "none"}.get(mask_classifier, mask_classifier)
+        if mask_classifier not in MASK_CLASSIFIERS:
+            raise ValueError(f"mask_classifier must be one of {MASK_CLASSIFIERS}, got {mask_classifier!r}")
+        if mask_classifier != "none" and mask_fusion != "dot_product":
             raise ValueError(f"mask_classifier needs mask_fusion 'dot_product', got {mask_fusion!r}")
         hidden_dim, nheads = transformer.d_model, transformer.nhead
         if hidden_dim % (2 * POSITION_AXES):
@@ -156,8 +161,10 @@ class VisTR(nn.Module):
             )
             self.insmask_head = InstanceSequenceHead(self.mask_head.out_channels, temporal)
         self.mask_classifier = (
-            MaskPooledClassifier(backbone.num_channels[0], hidden_dim, num_classes + 1)
-            if mask_classifier
+            MaskPooledClassifier(
+                backbone.num_channels[0], hidden_dim, num_classes + 1, clip_pooling=mask_classifier == "clip"
+            )
+            if mask_classifier != "none"
             else None
         )
 
@@ -293,6 +300,7 @@ class VisTR(nn.Module):
             features,
             valid.repeat_interleave(num_frames, dim=0),
             keep,
+            num_frames,
         )
         return logits.unflatten(0, (batch, num_frames)).flatten(1, 2)
 
@@ -357,7 +365,7 @@ def build_vistr(
     aux_masks: bool = False,
     query_groups: int = 1,
     mask_stride: int = 4,
-    mask_classifier: bool = False,
+    mask_classifier: bool | str = False,
 ) -> VisTR:
     """Build VisTR from plain arguments (defaults: the original R50 configuration, T and K to choose).
 
