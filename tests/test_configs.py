@@ -83,6 +83,8 @@ def test_quickstart_is_cpu_sized_and_time_guarded():
     assert cfg.model.optim.lr_backbone == cfg.model.optim.lr  # trained from scratch
     assert cfg.data.synthvis.train_videos == 1000  # the 150-video default is memorised, not learned
     assert cfg.model.net.mask_fusion == "dot_product"  # the paper's head learns ~2x slower per minute
+    assert cfg.model.net.mask_classifier == "clip"  # class corrections read from each slot's own masks
+    assert compose_train().model.net.get("mask_classifier", False) is False  # not in the paper's rows
     root, default_root = (
         OmegaConf.to_container(c.data, resolve=False)["root"] for c in (cfg, compose_train())
     )
