@@ -14,8 +14,8 @@ Both are added to a projection of the query and mapped to K+1 logits that are *a
 (the last layer is zero-initialized, so a new head starts as the plain classifier). With ``clip_pooling`` the
 K class corrections of an instance slot are averaged over the clip's T frames, weighted by each frame's mask
 mass (an instance keeps its class: every frame gets the evidence of all of them); the no-object logit stays
-per frame (a slot may be absent from some frames). The masks and boxes it
-reads are detached: the classification loss trains this head and the features, not the masks or boxes.
+per frame (a slot may be absent from some frames). The masks and boxes it reads are detached: the
+classification loss trains this head and the features, not the masks or boxes.
 """
 
 from __future__ import annotations
@@ -27,9 +27,8 @@ from torchvision.ops import roi_align
 
 SHAPE_CHANNELS = (16, 32)  # the two stride-2 convolutions over the S×S mask crop
 SHAPE_STRIDE = 4  # their total downsampling
-POOLING_PRIOR = (
-    1.0  # mask mass (in grid cells) added to every frame's weight in clip pooling: no zero weights
-)
+# clip pooling: mask mass (in grid cells) added to every frame's weight, so no weight is zero
+POOLING_PRIOR = 1.0
 
 
 class MaskPooledClassifier(nn.Module):
@@ -127,8 +126,7 @@ class MaskPooledClassifier(nn.Module):
         mass = (
             probs.sum(dim=(-2, -1)).unflatten(0, (-1, num_frames))[..., None] + POOLING_PRIOR
         )  # B x T x N x 1
-        classes = (per_clip[..., :-1] * mass.to(logits.dtype)).sum(1, keepdim=True) / mass.sum(
-            1, keepdim=True
-        )
+        weighted = (per_clip[..., :-1] * mass.to(logits.dtype)).sum(dim=1, keepdim=True)
+        classes = weighted / mass.sum(dim=1, keepdim=True)  # B x 1 x N x K
         pooled_logits = torch.cat([classes.expand_as(per_clip[..., :-1]), per_clip[..., -1:]], dim=-1)
         return pooled_logits.flatten(0, 1)
