@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import roi_align
 
+SHAPE_SIZE = 16  # S: the mask is resampled over its box to S x S
 SHAPE_CHANNELS = (16, 32)  # the two stride-2 convolutions over the S×S mask crop
 SHAPE_STRIDE = 4  # their total downsampling
 # clip pooling: mask mass (in grid cells) added to every frame's weight, so no weight is zero
@@ -47,7 +48,7 @@ class MaskPooledClassifier(nn.Module):
         feature_dim: int,
         hidden_dim: int,
         num_logits: int,
-        shape_size: int = 16,
+        shape_size: int = SHAPE_SIZE,
         clip_pooling: bool = False,
     ) -> None:
         super().__init__()
@@ -104,7 +105,8 @@ class MaskPooledClassifier(nn.Module):
                     f"masks {list(mask_logits.shape[-2:])} and features {list(features.shape[-2:])} are not "
                     f"on grids {factor}x apart"
                 )
-        weights = weights / probs.sum(dim=(-2, -1), keepdim=True).clamp(min=1.0)  # the mean under the mask
+        mass = probs.sum(dim=(-2, -1))  # F x N, in grid cells
+        weights = weights / mass[..., None, None].clamp(min=1.0)  # the mean under the mask
         pooled = torch.einsum("fnhw,fchw->fnc", weights.to(features.dtype), features)  # F x N x C_f
 
         cx, cy, bw, bh = boxes.detach().float().unbind(-1)  # F x N each, normalized
@@ -123,10 +125,8 @@ class MaskPooledClassifier(nn.Module):
         if frames % num_frames:
             raise ValueError(f"{frames} frames are not whole clips of T={num_frames}")
         per_clip = logits.unflatten(0, (-1, num_frames))  # B x T x N x K+1
-        mass = (
-            probs.sum(dim=(-2, -1)).unflatten(0, (-1, num_frames))[..., None] + POOLING_PRIOR
-        )  # B x T x N x 1
-        weighted = (per_clip[..., :-1] * mass.to(logits.dtype)).sum(dim=1, keepdim=True)
-        classes = weighted / mass.sum(dim=1, keepdim=True)  # B x 1 x N x K
+        frame_mass = mass.unflatten(0, (-1, num_frames))[..., None] + POOLING_PRIOR  # B x T x N x 1
+        weighted = (per_clip[..., :-1] * frame_mass.to(logits.dtype)).sum(dim=1, keepdim=True)
+        classes = weighted / frame_mass.sum(dim=1, keepdim=True)  # B x 1 x N x K
         pooled_logits = torch.cat([classes.expand_as(per_clip[..., :-1]), per_clip[..., -1:]], dim=-1)
         return pooled_logits.flatten(0, 1)

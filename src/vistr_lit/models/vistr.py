@@ -269,10 +269,14 @@ class VisTR(nn.Module):
         frame_memory = memory.unflatten(1, (self.num_frames, h, w)).permute(0, 1, 4, 2, 3).flatten(0, 1)
         return frame_memory, [features[2], features[1], features[0]]
 
+    def _per_frame(self, x: Tensor) -> Tensor:
+        """Query-indexed ``[B, T·N, ...]`` (query q = t·N + i) -> per frame ``[B·T, N, ...]``, clip-major."""
+        return x.unflatten(1, (self.num_frames, self.num_instances)).flatten(0, 1)
+
     def _dot_product_outputs(self, out: dict, queries: Tensor, pixels: Tensor) -> None:
         """Add one decoder layer's ``pred_masks`` ``[B, Q, h_m, w_m]`` to ``out`` (queries ``[B, Q, C]``)."""
-        batch, num_frames, n = queries.shape[0], self.num_frames, self.num_instances
-        frame_queries = queries.unflatten(1, (num_frames, n)).flatten(0, 1)  # B·T x N x C
+        batch, num_frames = queries.shape[0], self.num_frames
+        frame_queries = self._per_frame(queries)  # B·T x N x C
         logits = torch.einsum("fnd,fdhw->fnhw", self.mask_embed(frame_queries), pixels)  # B·T x N x h_m x w_m
         out["pred_masks"] = logits.unflatten(0, (batch, num_frames)).flatten(1, 2)  # B x T·N x h_m x w_m
 
@@ -281,12 +285,8 @@ class VisTR(nn.Module):
     ) -> Tensor:
         """``MaskPooledClassifier``'s correction ``[B, Q, K+1]`` of one layer's logits (queries ``[B, Q, C]``;
         ``out`` holds its ``pred_masks`` and ``pred_boxes``; features: layer1 ``[B·T, C_1, h_1, w_1]``)."""
-        batch, num_frames, n = queries.shape[0], self.num_frames, self.num_instances
-
-        def per_frame(x: Tensor) -> Tensor:  # B x T·N x ... -> B·T x N x ...
-            return x.unflatten(1, (num_frames, n)).flatten(0, 1)
-
-        masks = per_frame(out["pred_masks"])
+        batch, num_frames = queries.shape[0], self.num_frames
+        masks = self._per_frame(out["pred_masks"])
         height, width = masks.shape[-2:]
         if sizes is None:
             valid, keep = masks.new_tensor([[height, width]], dtype=torch.int64).expand(batch, -1), None
@@ -294,9 +294,9 @@ class VisTR(nn.Module):
             valid = downscale(sizes, self.mask_stride)
             keep = (~size_mask(valid, height, width)).repeat_interleave(num_frames, dim=0)
         logits = self.mask_classifier(
-            per_frame(queries),
+            self._per_frame(queries),
             masks,
-            per_frame(out["pred_boxes"]),
+            self._per_frame(out["pred_boxes"]),
             features,
             valid.repeat_interleave(num_frames, dim=0),
             keep,
@@ -316,7 +316,7 @@ class VisTR(nn.Module):
         """queries ``[B, Q, C]``, memory ``[B, T·h·w, C]``, mask ``[B, h, w]`` -> ``[B, Q, h_1, w_1]``."""
         batch, num_frames, n = queries.shape[0], self.num_frames, self.num_instances
         h, w = memory_size
-        frame_queries = queries.unflatten(1, (num_frames, n)).flatten(0, 1)  # B·T x N x C
+        frame_queries = self._per_frame(queries)  # B·T x N x C
         frame_memory, fpns = self._mask_head_inputs(memory, features, memory_size)  # B·T x C x h x w
         if self.bbox_attention is not None:
             frame_mask = None if mask is None else mask.repeat_interleave(num_frames, dim=0)
