@@ -37,7 +37,7 @@ def test_a_new_head_predicts_like_the_plain_classifier():
         )
 
 
-@pytest.mark.parametrize(("mode", "mask_stride"), [("frame", 4), ("frame", 2), ("clip", 4)])
+@pytest.mark.parametrize(("mode", "mask_stride"), [("frame", 4), ("frame", 2), ("clip", 4), ("clip", 1)])
 def test_padded_clip_is_classified_like_the_clip_alone(mode, mask_stride):
     model = tiny(mask_classifier=mode, mask_stride=mask_stride)
     randomize_output(model)

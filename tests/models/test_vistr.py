@@ -59,6 +59,7 @@ def _pad_batch(clip_a, clip_b, size):
         {"mask_fusion": "concat", "temporal_fusion": "none"},
         {"mask_fusion": "dot_product", "dilation": True},
         {"mask_fusion": "dot_product", "mask_stride": 2},
+        {"mask_fusion": "dot_product", "mask_stride": 1},
     ],
 )
 def test_padded_clip_predicts_like_the_clip_alone(kwargs):
@@ -108,6 +109,8 @@ def test_eval_is_deterministic_and_train_uses_dropout():
         {"mask_fusion": "dot_product"},
         {"mask_fusion": "dot_product", "temporal_fusion": "none", "mask_dim": 16},
         {"mask_fusion": "dot_product", "aux_masks": True, "mask_stride": 2},
+        {"mask_fusion": "dot_product", "aux_masks": True, "mask_stride": 1, "query_groups": 2},
+        {"mask_fusion": "dot_product", "masked_attention": True, "query_groups": 2, "dec_layers": 3},
         {"query_groups": 3},
         {"mask_fusion": "dot_product", "query_groups": 2},
     ],
@@ -284,6 +287,7 @@ def test_r50_has_the_original_parameter_count():
         ({"aux_masks": True}, "aux_masks needs mask_fusion 'dot_product'"),
         ({"query_groups": 0}, "query_groups must be >= 1"),
         ({"mask_stride": 2}, "mask_stride must be one of"),
+        ({"mask_stride": 1}, "mask_stride must be one of"),
         ({"mask_fusion": "dot_product", "mask_stride": 8}, "mask_stride must be one of"),
     ],
 )

@@ -80,6 +80,7 @@ class MaskPooledClassifier(nn.Module):
         valid_size: Tensor,
         keep: Tensor | None = None,
         num_frames: int = 1,
+        feature_factor: int | None = None,
     ) -> Tensor:
         """Args:
             queries: ``[F, N, C]`` decoder outputs of the N instance slots of F = B·T frames.
@@ -89,6 +90,7 @@ class MaskPooledClassifier(nn.Module):
             valid_size: ``[F, 2]`` valid (rows, cols) of each frame on the mask grid.
             keep: bool ``[F, h, w]``, False on the batch padding, or None.
             num_frames: T; the F frames are B clips of T, clip-major (used by ``clip_pooling``).
+            feature_factor: k, the features' stride over the masks'; None: from the two grids' heights.
         Returns:
             ``[F, N, K+1]`` logits to add to the queries' own.
         """
@@ -98,7 +100,7 @@ class MaskPooledClassifier(nn.Module):
             probs = probs * keep[:, None]
         weights = probs
         if features.shape[-2:] != (height, width):  # a finer mask grid: summed over each feature cell
-            factor = -(-height // features.shape[-2])
+            factor = feature_factor or -(-height // features.shape[-2])
             weights = F.avg_pool2d(probs, factor, ceil_mode=True, divisor_override=1)
             if weights.shape[-2:] != features.shape[-2:]:
                 raise ValueError(

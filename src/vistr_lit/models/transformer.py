@@ -5,6 +5,7 @@ Parameter names follow DETR/VisTR (``self_attn.in_proj_weight``, ``multihead_att
 """
 
 import copy
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -34,13 +35,20 @@ class MultiheadAttention(nn.Module):
         nn.init.zeros_(self.out_proj.bias)
 
     def forward(
-        self, query: Tensor, key: Tensor, value: Tensor, key_padding_mask: Tensor | None = None
+        self,
+        query: Tensor,
+        key: Tensor,
+        value: Tensor,
+        key_padding_mask: Tensor | None = None,
+        attn_mask: Tensor | None = None,
     ) -> Tensor:
         """Attend from queries to keys.
 
         Args:
             query: ``[B, S_q, C]``; key, value: ``[B, S_k, C]``.
             key_padding_mask: bool ``[B, S_k]``, True for keys to ignore, or None.
+            attn_mask: bool ``[B, S_q, S_k]``, True where a query may see a key, or None (every key). Each
+                query must see at least one key.
         Returns:
             ``[B, S_q, C]``.
         """
@@ -50,7 +58,11 @@ class MultiheadAttention(nn.Module):
         batch, heads = query.shape[0], self.num_heads
         # B x S x C -> B x heads x S x C/heads
         q, k, v = (x.unflatten(-1, (heads, -1)).transpose(1, 2) for x in (q, k, v))
-        attn_mask = None if key_padding_mask is None else ~key_padding_mask[:, None, None, :]
+        if attn_mask is not None:
+            attn_mask = attn_mask[:, None]  # B x 1 x S_q x S_k, shared by the heads
+        if key_padding_mask is not None:
+            keys = ~key_padding_mask[:, None, None, :]
+            attn_mask = keys if attn_mask is None else attn_mask & keys
         if q.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
             with torch.autocast("cpu", enabled=False):  # bf16 SDPA's backward is ~4x slower on CPU
                 out = self._attend(q.float(), k.float(), v.float(), attn_mask)
@@ -114,8 +126,10 @@ class TransformerDecoderLayer(nn.Module):
         query_pos: Tensor,
         memory_mask: Tensor | None,
         groups: int = 1,
+        cross_mask: Tensor | None = None,
     ) -> Tensor:
-        """tgt, query_pos: ``[B, G·Q, C]``; memory, pos: ``[B, S, C]``; memory_mask ``[B, S]``.
+        """tgt, query_pos: ``[B, G·Q, C]``; memory, pos: ``[B, S, C]``; memory_mask ``[B, S]``;
+        cross_mask: bool ``[B, G·Q, S]``, True where a query may see a memory token, or None (all).
 
         The G query groups attend to themselves only (each group is a decoder of its own over the same
         memory). Returns ``[B, G·Q, C]``."""
@@ -123,7 +137,9 @@ class TransformerDecoderLayer(nn.Module):
         q, k, v = (x.unflatten(1, (groups, -1)).flatten(0, 1) for x in (q, k, tgt))  # B·G x Q x C (views)
         attn = self.self_attn(q, k, v).reshape(tgt.shape)  # -> B x G·Q x C
         tgt = self.norm1(tgt + self.dropout(attn))
-        attn = self.multihead_attn(_with_pos(tgt, query_pos), _with_pos(memory, pos), memory, memory_mask)
+        attn = self.multihead_attn(
+            _with_pos(tgt, query_pos), _with_pos(memory, pos), memory, memory_mask, cross_mask
+        )
         tgt = self.norm2(tgt + self.dropout(attn))
         ffn = self.linear2(self.dropout(F.relu(self.linear1(tgt))))
         return self.norm3(tgt + self.dropout(ffn))
@@ -156,11 +172,14 @@ class TransformerDecoder(nn.Module):
         query_pos: Tensor,
         memory_mask: Tensor | None,
         groups: int = 1,
+        cross_masks: Callable[[Tensor], Tensor] | None = None,
     ) -> Tensor:
-        """Returns ``[L, B, Q, C]``: the normed output of every layer."""
+        """Returns ``[L, B, Q, C]``: the normed output of every layer. ``cross_masks`` maps a layer's normed
+        output to the next layer's ``cross_mask`` (masked attention); the first layer sees every token."""
         outputs = []
         for layer in self.layers:
-            tgt = layer(tgt, memory, pos, query_pos, memory_mask, groups)
+            cross = None if cross_masks is None or not outputs else cross_masks(outputs[-1])
+            tgt = layer(tgt, memory, pos, query_pos, memory_mask, groups, cross)
             outputs.append(self.norm(tgt))
         return torch.stack(outputs)
 
@@ -201,7 +220,13 @@ class Transformer(nn.Module):
                 nn.init.xavier_uniform_(p)
 
     def forward(
-        self, src: Tensor, pos: Tensor, query_embed: Tensor, mask: Tensor | None, query_groups: int = 1
+        self,
+        src: Tensor,
+        pos: Tensor,
+        query_embed: Tensor,
+        mask: Tensor | None,
+        query_groups: int = 1,
+        cross_masks: Callable[[Tensor, Tensor], Tensor] | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Encode the clip and decode the queries.
 
@@ -211,12 +236,32 @@ class Transformer(nn.Module):
             query_embed: ``[G·Q, C]`` learned query positions, G groups of Q.
             mask: bool ``[B, S]``, True on padded tokens, or None.
             query_groups: G; the decoder's self-attention stays within a group.
+            cross_masks: (a decoder layer's normed output ``[B, G·Q, C]``, memory) -> bool ``[B, G·Q, S]``,
+                the memory tokens each query of the next layer may see (masked attention), or None.
         Returns:
             hs ``[L, B, G·Q, C]`` decoder outputs of every layer, memory ``[B, S, C]``.
         """
+        memory = self.encode(src, pos, mask)
+        layer_masks = None if cross_masks is None else (lambda hs: cross_masks(hs, memory))
+        return self.decode(memory, pos, query_embed, mask, query_groups, layer_masks), memory
+
+    def encode(self, src: Tensor, pos: Tensor, mask: Tensor | None) -> Tensor:
+        """The encoder alone: ``[B, S, C]`` tokens -> memory ``[B, S, C]`` (see ``forward``)."""
+        return self.encoder(src, pos, mask)
+
+    def decode(
+        self,
+        memory: Tensor,
+        pos: Tensor,
+        query_embed: Tensor,
+        mask: Tensor | None,
+        query_groups: int = 1,
+        cross_masks: Callable[[Tensor], Tensor] | None = None,
+    ) -> Tensor:
+        """The decoder alone: memory ``[B, S, C]`` -> hs ``[L, B, G·Q, C]`` (see ``forward``; here
+        ``cross_masks`` takes a layer's normed output only)."""
         if query_embed.shape[0] % query_groups:
             raise ValueError(f"{query_embed.shape[0]} queries do not split into {query_groups} groups")
-        memory = self.encoder(src, pos, mask)
-        query_pos = query_embed[None].expand(src.shape[0], -1, -1)
+        query_pos = query_embed[None].expand(memory.shape[0], -1, -1)
         tgt = torch.zeros_like(query_pos)
-        return self.decoder(tgt, memory, pos, query_pos, mask, query_groups), memory
+        return self.decoder(tgt, memory, pos, query_pos, mask, query_groups, cross_masks)

@@ -1,28 +1,41 @@
 """VisTR: a clip of T frames in, Q = T·N instance predictions (class, box, mask sequence) out."""
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vistr_lit.models.backbone import Backbone
 from vistr_lit.models.mask_classifier import MaskPooledClassifier
-from vistr_lit.models.mask_head import InstanceSequenceHead, MaskHeadSmallConv, MHAttentionMap, PixelDecoder
+from vistr_lit.models.mask_head import (
+    ConvexMaskUpsampler,
+    InstanceSequenceHead,
+    MaskHeadSmallConv,
+    MHAttentionMap,
+    PixelDecoder,
+)
 from vistr_lit.models.padding import downscale, keep_mask, size_mask, valid_sizes
 from vistr_lit.models.position_encoding import PositionEmbeddingSine3D
 from vistr_lit.models.transformer import Transformer
 
 MASK_FUSIONS = ("attention", "concat", "dot_product")
 MASK_CLASSIFIERS = ("none", "frame", "clip")  # MaskPooledClassifier off, per instance-frame, pooled per clip
-MASK_STRIDES = (4, 2)  # layer1's (the paper); 2 adds the backbone's stem to the dot-product head
+# layer1's (the paper); with the dot-product head, 2 adds the backbone's stem and 1 upsamples the stride-4
+# masks by the frames (ConvexMaskUpsampler)
+MASK_STRIDES = (4, 2, 1)
+STEM_MASK_STRIDE = 2
 TEMPORAL_FUSIONS = ("conv3d", "none")
 # Attributes of VisTR that form the mask branch: query/memory attention maps, FPN head, 3-D head (and the
-# dot-product head's query mask embeddings).
-MASK_BRANCH = ("bbox_attention", "mask_head", "insmask_head", "mask_embed")
+# dot-product head's query mask embeddings and mask upsampler).
+MASK_BRANCH = ("bbox_attention", "mask_head", "insmask_head", "mask_embed", "mask_upsampler")
 DOT_PRODUCT_WIDTH_DIVISOR = 8  # dot-product masks: embedding width C/8 unless mask_dim says otherwise
 POSITION_AXES = 3  # t, y, x
 BOX_COORDS = 4  # cx, cy, w, h
 BOX_MLP_LAYERS = 3
+# masked attention: a memory cell is seen where a mask probability in it reaches this
+MASKED_ATTENTION_THRESHOLD = 0.5
 
 
 class MLP(nn.Module):
@@ -69,12 +82,18 @@ class VisTR(nn.Module):
             decode the same memory, each attending only to itself and matched on its own; their outputs go
             to ``group_outputs`` and their losses are averaged with the main group's. More positive matches
             per step for a cheap decoder; in eval mode only the main group runs (same outputs as G = 1).
-        mask_stride: stride of ``pred_masks``: 4 (layer1, the paper) or, with ``"dot_product"``, 2 (the
-            pixel decoder adds the backbone's stem: finer masks for small objects, not in the paper).
+        mask_stride: stride of ``pred_masks``: 4 (layer1, the paper) or, with ``"dot_product"`` (not in the
+            paper), 2 (the pixel decoder adds the backbone's stem: finer masks for small objects) or 1 (the
+            stride-4 masks upsampled to the input size by ``ConvexMaskUpsampler``, its weights predicted from
+            the pixel embeddings and the frames' own pixels).
         mask_classifier: with ``"dot_product"`` (not in the paper): the last layer's class logits get a
             correction read from each query's own mask, its shape over its box and the layer1 features
             under it (``MaskPooledClassifier``): ``"frame"`` (or True) per instance-frame, ``"clip"`` with
             the class corrections averaged over each slot's frames, ``"none"`` (or False) without.
+        masked_attention: with ``"dot_product"`` (not in the paper: Mask2Former's masked attention, per
+            instance sequence as in its video version): from the second decoder layer on, every query of
+            an instance slot cross-attends only to the memory cells its slot's previous-layer masks cover
+            in any frame (all cells when they cover none).
     """
 
     def __init__(
@@ -94,6 +113,7 @@ class VisTR(nn.Module):
         query_groups: int = 1,
         mask_stride: int = 4,
         mask_classifier: bool | str = False,
+        masked_attention: bool = False,
     ) -> None:
         super().__init__()
         if mask_fusion not in MASK_FUSIONS:
@@ -113,8 +133,8 @@ class VisTR(nn.Module):
             mask_stride != MASK_STRIDES[0] and mask_fusion != "dot_product"
         ):
             raise ValueError(
-                f"mask_stride must be one of {MASK_STRIDES} (2 only with mask_fusion 'dot_product'), got "
-                f"{mask_stride} with {mask_fusion!r}"
+                f"mask_stride must be one of {MASK_STRIDES} (2 and 1 only with mask_fusion 'dot_product'), "
+                f"got {mask_stride} with {mask_fusion!r}"
             )
         if query_groups < 1:
             raise ValueError(f"query_groups must be >= 1, got {query_groups}")
@@ -123,6 +143,9 @@ class VisTR(nn.Module):
             raise ValueError(f"mask_classifier must be one of {MASK_CLASSIFIERS}, got {mask_classifier!r}")
         if mask_classifier != "none" and mask_fusion != "dot_product":
             raise ValueError(f"mask_classifier needs mask_fusion 'dot_product', got {mask_fusion!r}")
+        if masked_attention and mask_fusion != "dot_product":
+            raise ValueError(f"masked_attention needs mask_fusion 'dot_product', got {mask_fusion!r}")
+        self.masked_attention = masked_attention
         hidden_dim, nheads = transformer.d_model, transformer.nhead
         if hidden_dim % (2 * POSITION_AXES):
             raise ValueError(
@@ -145,13 +168,15 @@ class VisTR(nn.Module):
         self.bbox_embed = MLP(hidden_dim, hidden_dim, BOX_COORDS, BOX_MLP_LAYERS)
         fpn_dims = backbone.num_channels[2::-1]  # layer3, layer2, layer1
         temporal = temporal_fusion == "conv3d"
-        self.bbox_attention = self.insmask_head = self.mask_embed = None
+        self.bbox_attention = self.insmask_head = self.mask_embed = self.mask_upsampler = None
         self.aux_masks = aux_masks
         if mask_fusion == "dot_product":
             dim = mask_dim or hidden_dim // DOT_PRODUCT_WIDTH_DIVISOR
-            stem = backbone.stem_channels if mask_stride < backbone.strides[0] else None
+            stem = backbone.stem_channels if mask_stride == STEM_MASK_STRIDE else None
             self.mask_head = PixelDecoder(hidden_dim, fpn_dims, dim, backbone.strides[::-1], temporal, stem)
             self.mask_embed = MLP(hidden_dim, hidden_dim, dim, BOX_MLP_LAYERS)
+            if mask_stride < self.mask_head.out_stride:
+                self.mask_upsampler = ConvexMaskUpsampler(dim, self.mask_head.out_stride // mask_stride)
         else:
             if mask_fusion == "attention":
                 self.bbox_attention = MHAttentionMap(hidden_dim, hidden_dim, nheads, attention_map_scale)
@@ -189,7 +214,7 @@ class VisTR(nn.Module):
             )
         sizes = None if pad_mask is None or not pad_mask.any() else valid_sizes(pad_mask)
         stem = None
-        if self.mask_stride < self.backbone.strides[0]:  # B·T x C_s x h_s x w_s
+        if self.mask_stride == STEM_MASK_STRIDE:  # B·T x C_s x h_s x w_s
             features, stem = self.backbone(frames.flatten(0, 1), sizes, return_stem=True)
         else:
             features = self.backbone(frames.flatten(0, 1), sizes)  # 4 x [B·T, C_l, h_l, w_l]
@@ -207,13 +232,20 @@ class VisTR(nn.Module):
         queries = self.query_embed.weight
         if groups > 1:
             queries = torch.cat([queries, self.group_query_embed.weight])
+        memory = self.transformer.encode(tokens, pos.to(tokens.dtype), token_mask)  # B x T·h·w x C
+        pixels = upsample = cross_masks = None
+        if self.mask_embed is not None:  # the dot-product head: per-frame pixel embeddings
+            pixels = self._pixel_embeddings(memory, features, sizes, (h, w), stem)
+            if self.mask_upsampler is not None:
+                upsample = self._mask_upsampling(pixels, frames.flatten(0, 1), sizes)
+            if self.masked_attention:
+                cross_masks = partial(
+                    self._attention_masks, pixels=pixels, sizes=sizes, token_mask=token_mask
+                )
         # L x B x G·Q x C
-        hs, memory = self.transformer(tokens, pos.to(tokens.dtype), queries, token_mask, groups)
-        pixels = (
-            None if self.mask_embed is None else self._pixel_embeddings(memory, features, sizes, (h, w), stem)
-        )
+        hs = self.transformer.decode(memory, pos.to(tokens.dtype), queries, token_mask, groups, cross_masks)
         outputs = [
-            self._group_outputs(group_hs, memory, features, sizes, mask, (h, w), pixels)
+            self._group_outputs(group_hs, memory, features, sizes, mask, (h, w), pixels, upsample)
             for group_hs in hs.chunk(groups, dim=2)
         ]
         if groups > 1:
@@ -229,14 +261,16 @@ class VisTR(nn.Module):
         mask: Tensor | None,
         memory_size: tuple[int, int],
         pixels: Tensor | None,
+        upsample: Callable[[Tensor], Tensor] | None,
     ) -> dict:
-        """The prediction dict of one query group from its decoder outputs ``hs [L, B, Q, C]``."""
+        """The prediction dict of one query group from its decoder outputs ``hs [L, B, Q, C]`` (``pixels``
+        and ``upsample``: the dot-product head's embeddings and mask upsampling, or None)."""
         logits, boxes = self.class_embed(hs), self.bbox_embed(hs).sigmoid()  # L x B x Q x (K+1) / 4
         layers = [{"pred_logits": c, "pred_boxes": b} for c, b in zip(logits, boxes)]
         if pixels is not None:
             masked = range(len(layers)) if self.aux_loss and self.aux_masks else [len(layers) - 1]
             for layer in masked:
-                self._dot_product_outputs(layers[layer], hs[layer], pixels)
+                self._dot_product_outputs(layers[layer], hs[layer], pixels, upsample)
             if self.mask_classifier is not None:
                 last = layers[-1]
                 last["pred_logits"] = last["pred_logits"] + self._mask_class_logits(
@@ -269,15 +303,65 @@ class VisTR(nn.Module):
         frame_memory = memory.unflatten(1, (self.num_frames, h, w)).permute(0, 1, 4, 2, 3).flatten(0, 1)
         return frame_memory, [features[2], features[1], features[0]]
 
+    def _mask_upsampling(
+        self, pixels: Tensor, frames: Tensor, sizes: Tensor | None
+    ) -> Callable[[Tensor], Tensor]:
+        """``ConvexMaskUpsampler`` with its weights computed once from pixels ``[B·T, D, h, w]`` and frames
+        ``[B·T, 3, H, W]``, shared by every decoder layer, query group and instance: a function from
+        ``[B·T, N, h, w]`` mask logits to ``[B·T, N, H, W]``."""
+        level = None if sizes is None else downscale(sizes, self.mask_head.out_stride)
+        keep = keep_mask(level, *pixels.shape[-2:], self.num_frames, pixels.dtype)
+        weights = self.mask_upsampler.weights(pixels, frames, keep)
+        return partial(self.mask_upsampler, weights=weights, size=tuple(frames.shape[-2:]))
+
+    @torch.no_grad()
+    def _attention_masks(
+        self, hs: Tensor, pixels: Tensor, sizes: Tensor | None, token_mask: Tensor | None
+    ) -> Tensor:
+        """Masked attention's cross-attention masks from one decoder layer's outputs.
+
+        Args:
+            hs: ``[B, G·Q, C]`` the layer's normed outputs (G groups of Q = T·N queries).
+            pixels: ``[B·T, D, h_p, w_p]`` the pixel embeddings.
+            sizes: int64 ``[B, 2]`` valid sizes, or None.
+            token_mask: bool ``[B, S]``, True on padded memory tokens (S = T·h·w), or None.
+        Returns:
+            bool ``[B, G·Q, S]``: query (g, t, i) may see the memory cells where slot (g, i)'s mask
+            probability reaches ``MASKED_ATTENTION_THRESHOLD`` in any pixel, in any frame; every valid
+            cell where the slot's masks reach it nowhere.
+        """
+        batch, frames, slots = hs.shape[0], self.num_frames, self.num_instances
+        embed = self.mask_embed(hs.unflatten(1, (-1, frames, slots)))  # B x G x T x N x D
+        frame_pixels = pixels.unflatten(0, (batch, frames)).to(embed.dtype)  # B x T x D x h_p x w_p
+        probs = torch.einsum("bgtnd,btdhw->bgtnhw", embed, frame_pixels).float().sigmoid()
+        stride = self.mask_head.out_stride
+        if sizes is not None:  # the padding's logits are 0 (probability 0.5): not part of any mask
+            probs = probs * (~size_mask(downscale(sizes, stride), *probs.shape[-2:]))[:, None, None, None]
+        factor = self.backbone.strides[-1] // stride
+        covered = F.max_pool2d(probs.flatten(0, 3), factor, ceil_mode=True).unflatten(0, probs.shape[:4])
+        seen = (covered >= MASKED_ATTENTION_THRESHOLD).transpose(2, 3).flatten(3)  # B x G x N x T·h·w
+        valid = None if token_mask is None else ~token_mask[:, None, None]
+        if valid is not None:
+            seen = seen & valid
+        seen = seen | ~seen.any(dim=-1, keepdim=True)  # a slot that covers nothing sees everything
+        if valid is not None:
+            seen = seen & valid
+        return seen[:, :, None].expand(-1, -1, frames, -1, -1).flatten(1, 3)  # B x G·T·N x S
+
     def _per_frame(self, x: Tensor) -> Tensor:
         """Query-indexed ``[B, T·N, ...]`` (query q = t·N + i) -> per frame ``[B·T, N, ...]``, clip-major."""
         return x.unflatten(1, (self.num_frames, self.num_instances)).flatten(0, 1)
 
-    def _dot_product_outputs(self, out: dict, queries: Tensor, pixels: Tensor) -> None:
-        """Add one decoder layer's ``pred_masks`` ``[B, Q, h_m, w_m]`` to ``out`` (queries ``[B, Q, C]``)."""
+    def _dot_product_outputs(
+        self, out: dict, queries: Tensor, pixels: Tensor, upsample: Callable[[Tensor], Tensor] | None
+    ) -> None:
+        """Add one decoder layer's ``pred_masks`` ``[B, Q, h_m, w_m]`` to ``out`` (queries ``[B, Q, C]``,
+        pixels ``[B·T, D, h, w]``; ``upsample`` maps ``[B·T, N, h, w]`` logits to the mask stride)."""
         batch, num_frames = queries.shape[0], self.num_frames
         frame_queries = self._per_frame(queries)  # B·T x N x C
-        logits = torch.einsum("fnd,fdhw->fnhw", self.mask_embed(frame_queries), pixels)  # B·T x N x h_m x w_m
+        logits = torch.einsum("fnd,fdhw->fnhw", self.mask_embed(frame_queries), pixels)  # B·T x N x h x w
+        if upsample is not None:
+            logits = upsample(logits)  # B·T x N x H x W
         out["pred_masks"] = logits.unflatten(0, (batch, num_frames)).flatten(1, 2)  # B x T·N x h_m x w_m
 
     def _mask_class_logits(
@@ -301,6 +385,7 @@ class VisTR(nn.Module):
             valid.repeat_interleave(num_frames, dim=0),
             keep,
             num_frames,
+            self.backbone.strides[0] // self.mask_stride,
         )
         return logits.unflatten(0, (batch, num_frames)).flatten(1, 2)
 
@@ -366,6 +451,7 @@ def build_vistr(
     query_groups: int = 1,
     mask_stride: int = 4,
     mask_classifier: bool | str = False,
+    masked_attention: bool = False,
 ) -> VisTR:
     """Build VisTR from plain arguments (defaults: the original R50 configuration, T and K to choose).
 
@@ -393,4 +479,5 @@ def build_vistr(
         query_groups,
         mask_stride,
         mask_classifier,
+        masked_attention,
     )
