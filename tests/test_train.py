@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -125,6 +126,38 @@ def test_resuming_a_step_bounded_run_warns_that_it_is_not_exact(run, monkeypatch
     warnings = [r.getMessage() for r in caplog.records if "trainer.max_steps" in r.getMessage()]
     assert warnings == [STEP_BOUNDED_RESUME_WARNING]  # once: by the resumed run only
     assert any(not torch.equal(expected[k], got[k]) for k in expected)  # the warning is still needed
+
+
+@pytest.mark.parametrize(("every", "best_kept"), [(1000, False), (1, True)])
+def test_the_best_checkpoint_needs_validation_during_training(run, every, best_kept):
+    """The quickstart validates only after training: no best-by-val/AP callback, no warning at every epoch."""
+    overrides = [
+        "trainer.limit_train_batches=1",
+        "trainer.max_epochs=1",
+        f"trainer.check_val_every_n_epoch={every}",
+        "logger=none",
+    ]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        metrics, out = run(overrides, name=f"every{every}")
+    assert not [w for w in caught if "could not find the monitored key" in str(w.message)]
+    names = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert names == (["best-epoch000.ckpt", "last.ckpt"] if best_kept else ["last.ckpt"])
+    assert "val/AP" in metrics
+
+
+@pytest.mark.parametrize(
+    ("trainer", "validates"),
+    [
+        ({"check_val_every_n_epoch": 1000, "max_epochs": 52}, False),
+        ({"check_val_every_n_epoch": 5, "max_epochs": 52}, True),
+        ({"check_val_every_n_epoch": 1, "max_epochs": 52, "limit_val_batches": 0}, False),
+        ({"check_val_every_n_epoch": 1000, "max_epochs": -1, "max_steps": 100}, True),
+        ({"check_val_every_n_epoch": None, "val_check_interval": 50, "max_epochs": 2}, True),
+    ],
+)
+def test_validates_while_training(trainer, validates):
+    assert train_module.validates_while_training(OmegaConf.create(trainer)) is validates
 
 
 def test_resume_last_without_a_checkpoint_is_a_clear_error(run):

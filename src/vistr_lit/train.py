@@ -13,7 +13,7 @@ from pathlib import Path
 import hydra
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, LearningRateMonitor
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import Logger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
@@ -52,7 +52,23 @@ def build_module(cfg: DictConfig, datamodule: L.LightningDataModule) -> VisTRLit
     return module
 
 
+def validates_while_training(trainer_cfg: DictConfig) -> bool:
+    """Whether ``trainer.fit`` runs validation before its end (the quickstart validates only afterwards)."""
+    if trainer_cfg.get("limit_val_batches") == 0:
+        return False
+    every = trainer_cfg.get("check_val_every_n_epoch", 1)
+    max_epochs = trainer_cfg.get("max_epochs")
+    bounded = isinstance(max_epochs, int) and max_epochs > 0
+    return not (isinstance(every, int) and bounded and every > max_epochs)
+
+
 def build_callbacks(cfg: DictConfig, has_logger: bool) -> list[Callback]:
+    """The configured callbacks, less those that cannot act in this run.
+
+    A checkpoint that monitors ``val/AP`` is dropped when no validation runs during training (Lightning would
+    warn at every epoch that the metric is missing); the final evaluation then uses the last weights.
+    """
+    validates = validates_while_training(cfg.trainer)
     callbacks = []
     for name, conf in (cfg.get("callbacks") or {}).items():
         if conf is None:
@@ -63,8 +79,26 @@ def build_callbacks(cfg: DictConfig, has_logger: bool) -> list[Callback]:
         if isinstance(callback, LearningRateMonitor) and not has_logger:
             log.info("callbacks.%s skipped: the run has no logger", name)
             continue
+        if isinstance(callback, ModelCheckpoint) and callback.monitor and not validates:
+            log.info(
+                "callbacks.%s skipped: no validation before the end of training (check_val_every_n_epoch=%s, "
+                "max_epochs=%s), so there is no best %s; the final evaluation uses the last weights",
+                name,
+                cfg.trainer.get("check_val_every_n_epoch"),
+                cfg.trainer.get("max_epochs"),
+                callback.monitor,
+            )
+            continue
         callbacks.append(callback)
     return callbacks
+
+
+def best_checkpoint(trainer: L.Trainer) -> str:
+    """The path of the best checkpoint by a monitored metric, or "" when there is none."""
+    for callback in trainer.checkpoint_callbacks:
+        if callback.monitor and callback.best_model_path:
+            return callback.best_model_path
+    return ""
 
 
 def build_loggers(cfg: DictConfig) -> list[Logger]:
@@ -179,7 +213,7 @@ def run_training(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
         metrics: dict[str, float] = {}
         if cfg.final_eval:
             ckpt = None
-            best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+            best = best_checkpoint(trainer)
             if cfg.eval_weights == "best" and best:
                 ckpt = best
             elif cfg.eval_weights not in ("best", "last"):
