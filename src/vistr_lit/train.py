@@ -1,8 +1,9 @@
 """``python -m vistr_lit.train [+experiment=NAME] [key=value ...]``: train VisTR, then evaluate it.
 
 Each run's output directory holds ``.hydra/config.yaml`` (as composed), ``config_resolved.yaml`` (every
-interpolation resolved), ``checkpoints/`` (``last.ckpt`` and the best by ``val/AP``) and ``metrics.json``
-(the final validation statistics, keys as logged, e.g. ``val/AP``, values as fractions).
+interpolation resolved), ``checkpoints/`` (``last.ckpt``, and the best by ``val/AP`` when validation runs
+during training) and ``metrics.json`` (the final validation statistics, keys as logged, e.g. ``val/AP``
+values as fractions).
 """
 
 import json
