@@ -2,7 +2,7 @@
 
 Each run's output directory holds ``.hydra/config.yaml`` (as composed), ``config_resolved.yaml`` (every
 interpolation resolved), ``checkpoints/`` (``last.ckpt``, and the best by ``val/AP`` when validation runs
-during training) and ``metrics.json`` (the final validation statistics, keys as logged, e.g. ``val/AP``
+during training) and ``metrics.json`` (the final validation statistics: keys as logged, such as ``val/AP``;
 values as fractions).
 """
 
