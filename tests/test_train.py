@@ -152,7 +152,7 @@ def test_the_best_checkpoint_needs_validation_during_training(run, every, best_k
         ({"check_val_every_n_epoch": 1000, "max_epochs": 52}, False),
         ({"check_val_every_n_epoch": 5, "max_epochs": 52}, True),
         ({"check_val_every_n_epoch": 1, "max_epochs": 52, "limit_val_batches": 0}, False),
-        ({"check_val_every_n_epoch": 1000, "max_epochs": -1, "max_steps": 100}, True),
+        ({"check_val_every_n_epoch": 1000, "max_epochs": -1, "max_steps": 100}, True),  # unknown: kept
         ({"check_val_every_n_epoch": None, "val_check_interval": 50, "max_epochs": 2}, True),
     ],
 )

@@ -54,7 +54,11 @@ def build_module(cfg: DictConfig, datamodule: L.LightningDataModule) -> VisTRLit
 
 
 def validates_while_training(trainer_cfg: DictConfig) -> bool:
-    """Whether ``trainer.fit`` runs validation before its end (the quickstart validates only afterwards)."""
+    """Whether ``trainer.fit`` runs validation before its end (the quickstart validates only afterwards).
+
+    Decided from the config alone: with unbounded epochs (a run bounded by ``max_steps``) the answer depends
+    on the epoch length, so it is taken to be yes and a monitored checkpoint is kept.
+    """
     if trainer_cfg.get("limit_val_batches") == 0:
         return False
     every = trainer_cfg.get("check_val_every_n_epoch", 1)
