@@ -1,10 +1,14 @@
 """AP on the videos longer than T of an annotation file: window stitching vs the original's first window only.
 
     python scripts/long_video_ap.py CKPT [--ann data/synthvis/valid.json] [--short-side 80 --max-size 128]
-                                         [--overlap 3] [--match-iou 0.5] [--json out.json]
+                                         [--postprocess checkpoint|paper] [--overlap 3] [--match-iou 0.5]
+                                         [--json out.json]
 
-CKPT is a Lightning checkpoint (e.g. the quickstart's). Prints one table row per mode with the official
-YouTube-VIS statistics (percent) computed on the same videos.
+CKPT is a Lightning checkpoint (e.g. the quickstart's) or an authors' ``.pth``. Both modes use the
+checkpoint's own post-processing and predictor settings (``model.postprocess``, ``model.predictor`` of its
+run: the quickstart's mask scoring, refinement, track NMS and classes per track) unless ``--postprocess
+paper`` asks for the paper's; ``--overlap`` and ``--match-iou`` override the checkpoint's stitching. Prints
+one table row per mode with the official YouTube-VIS statistics (percent) computed on the same videos.
 """
 
 import argparse
@@ -14,7 +18,7 @@ from pathlib import Path
 import torch
 
 from vistr_lit.data import YTVISVideoDataset, build_eval_transform, load_ytvis
-from vistr_lit.infer import load_model
+from vistr_lit.infer import load_module
 from vistr_lit.inference.long_video import long_video_ap
 from vistr_lit.models.postprocess import PostProcessVideo
 
@@ -30,13 +34,28 @@ def main() -> None:
     )
     parser.add_argument("--short-side", type=int, default=80)
     parser.add_argument("--max-size", type=int, default=128)
-    parser.add_argument("--overlap", type=int, default=None, help="default T // 2")
-    parser.add_argument("--match-iou", type=float, default=0.5)
+    parser.add_argument(
+        "--postprocess",
+        choices=("checkpoint", "paper"),
+        default="checkpoint",
+        help="the checkpoint's own post-processing and predictor settings, or the paper's (the defaults)",
+    )
+    parser.add_argument("--overlap", type=int, default=None, help="default: the checkpoint's (null: T // 2)")
+    parser.add_argument("--match-iou", type=float, default=None, help="default: the checkpoint's")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    model, category_ids, _ = load_model(str(args.ckpt))
+    module = load_module(str(args.ckpt))
+    model, category_ids = module.model.eval(), list(module.hparams.category_ids)
+    postprocess, options = PostProcessVideo(), {}
+    if args.postprocess == "checkpoint":
+        postprocess = PostProcessVideo(**module.hparams.postprocess)
+        options = {k: v for k, v in module.hparams.predictor.items() if k != "first_window_only"}
+    if args.overlap is not None:
+        options["overlap"] = args.overlap
+    if args.match_iou is not None:
+        options["match_iou"] = args.match_iou
     data = load_ytvis(args.ann)
     if list(data.category_map.ids) != category_ids:
         raise SystemExit(
@@ -44,7 +63,7 @@ def main() -> None:
         )
     frames_root = args.frames_root or args.ann.parent / args.ann.stem / "JPEGImages"
     videos = YTVISVideoDataset(data, frames_root, build_eval_transform(args.short_side, args.max_size))
-    stats = long_video_ap(model, data, videos, PostProcessVideo(), args.overlap, args.match_iou, category_ids)
+    stats = long_video_ap(model, data, videos, postprocess, category_ids=category_ids, **options)
     lengths = [v.length for v in data.videos if v.length > model.num_frames]
     print(
         f"{stats['videos']} videos longer than T = {model.num_frames} (lengths {min(lengths)}-{max(lengths)})"

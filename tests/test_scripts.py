@@ -38,3 +38,47 @@ def test_bench_infer_runs_the_quickstart_with_its_post_processing(capsys, monkey
         result = json.loads(capsys.readouterr().out.splitlines()[-1])
         assert result["postprocess"] == postprocess and result["window"] == 3
         assert result["tracks"] == 5  # N = 5 slots, each a track over the whole video
+
+
+def test_long_video_ap_uses_the_checkpoint_post_processing(tmp_path, monkeypatch, capsys):
+    """By default both modes run with the checkpoint's own post-processing and predictor settings;
+    ``--postprocess paper`` runs the defaults; ``--overlap`` / ``--match-iou`` override its stitching."""
+    import torch
+
+    from vistr_lit.convert_checkpoint import default_hparams, save_lightning_checkpoint
+    from vistr_lit.lit_module import VisTRLitModule
+
+    script = _load("long_video_ap")
+    hparams = default_hparams()
+    hparams["postprocess"]["mask_scoring"] = True
+    hparams["predictor"].update(track_nms_iou=0.4, classes_per_track=3, match_iou=0.3)
+    net = dict(
+        num_frames=3, num_instances=2, backbone="resnet10", hidden_dim=48, nheads=4, enc_layers=1,
+        dec_layers=1, dim_feedforward=32, dropout=0.0,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    module = VisTRLitModule(net=net, category_ids=[1], category_names=["a"], **hparams)
+    save_lightning_checkpoint(module, tmp_path / "m.ckpt")
+    ann = tmp_path / "valid.json"
+    video = {"id": 1, "width": 8, "height": 8, "length": 5, "file_names": [f"v/{i}.jpg" for i in range(5)]}
+    categories = [{"id": 1, "name": "a"}]
+    ann.write_text(json.dumps({"videos": [video], "annotations": [], "categories": categories}))
+    calls = []
+
+    def fake_long_video_ap(model, data, videos, postprocess, **options):
+        calls.append((postprocess, options))
+        return {mode: {k: 0.0 for k in script.SHOWN} for mode in ("stitched", "first_window")} | {"videos": 0}
+
+    monkeypatch.setattr(script, "long_video_ap", fake_long_video_ap)
+    for extra in ([], ["--postprocess", "paper"], ["--overlap", "1", "--match-iou", "0.6"]):
+        argv = ["long_video_ap", str(tmp_path / "m.ckpt"), "--ann", str(ann), *extra]
+        monkeypatch.setattr(sys, "argv", argv)
+        script.main()
+    (checkpoint_pp, checkpoint_opts), (paper_pp, paper_opts), (_, overridden) = calls
+    assert checkpoint_pp.mask_scoring and not paper_pp.mask_scoring
+    assert checkpoint_opts["track_nms_iou"] == 0.4 and checkpoint_opts["classes_per_track"] == 3
+    assert checkpoint_opts["match_iou"] == 0.3 and "first_window_only" not in checkpoint_opts
+    assert paper_opts == {"category_ids": [1]}
+    assert overridden["overlap"] == 1 and overridden["match_iou"] == 0.6
+    assert overridden["track_nms_iou"] == 0.4
+    assert "| stitched |" in capsys.readouterr().out

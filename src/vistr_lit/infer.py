@@ -37,6 +37,12 @@ AUTHORS_SUFFIX = ".pth"
 
 def load_model(ckpt_path: str) -> tuple[torch.nn.Module, list[int], list[str]]:
     """The checkpoint's VisTR (eval mode) and its category ids and names, in class-index order."""
+    module = load_module(ckpt_path)
+    return module.model.eval(), list(module.hparams.category_ids), list(module.hparams.category_names)
+
+
+def load_module(ckpt_path: str):
+    """The checkpoint's ``VisTRLitModule``; its hyper-parameters include the post-processing of its run."""
     path = Path(ckpt_path)
     if not path.is_file():
         raise FileNotFoundError(f"ckpt_path: no such checkpoint file {path}")
@@ -48,7 +54,7 @@ def load_model(ckpt_path: str) -> tuple[torch.nn.Module, list[int], list[str]]:
         from vistr_lit.lit_module import VisTRLitModule
 
         module = VisTRLitModule.load_from_checkpoint(path, map_location="cpu")
-    return module.model.eval(), list(module.hparams.category_ids), list(module.hparams.category_names)
+    return module
 
 
 def check_categories(json_map, category_ids: list[int], input_path: str) -> None:

@@ -61,3 +61,26 @@ def test_no_long_video_is_an_error(squares_dataset):
     videos = YTVISVideoDataset(data, frames_root, build_eval_transform(None, None))
     with pytest.raises(ValueError, match="no annotated video is longer than T = 40"):
         long_video_ap(FakeVisTR(num_frames=40), data, videos, PostProcessVideo())
+
+
+def test_predictor_options_reach_both_modes(squares_dataset, monkeypatch):
+    """A checkpoint's own predictor settings (track NMS, classes per track) are used by both modes."""
+    import vistr_lit.inference.long_video as long_video
+
+    seen = []
+
+    class SpyPredictor(long_video.VideoPredictor):
+        def __init__(self, *args, **kwargs):
+            seen.append(kwargs)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(long_video, "VideoPredictor", SpyPredictor)
+    data, frames_root = squares_dataset
+    videos = YTVISVideoDataset(data, frames_root, build_eval_transform(None, None))
+    options = {"track_nms_iou": 0.5, "track_nms_decay": 0.3, "classes_per_track": 2}
+    stats = long_video_ap(FakeVisTR(num_frames=T), data, videos, PostProcessVideo(), overlap=2, **options)
+    assert sorted(kwargs["first_window_only"] for kwargs in seen) == [False, True]
+    assert all(kwargs.items() >= options.items() for kwargs in seen), seen
+    assert stats["stitched"]["AP"] > 0.9  # a second, wrong class per track ranks below the right one
+    with pytest.raises(ValueError, match="first_window_only is set per mode"):
+        long_video_ap(FakeVisTR(num_frames=T), data, videos, PostProcessVideo(), first_window_only=True)

@@ -32,6 +32,7 @@ def long_video_ap(
     overlap: int | None = None,
     match_iou: float = 0.5,
     category_ids: Sequence[int] | None = None,
+    **predictor_options,
 ) -> dict[str, dict]:
     """Statistics of both modes on the videos of ``videos`` longer than T.
 
@@ -42,16 +43,25 @@ def long_video_ap(
         postprocess: post-processing for both modes.
         overlap, match_iou: the stitching settings.
         category_ids: original category id per class index; default the file's categories.
+        predictor_options: further ``VideoPredictor`` keyword arguments for both modes (``track_nms_iou``,
+            ``track_nms_decay``, ``classes_per_track``, ``batch_size``), e.g. a checkpoint's own.
     Returns:
         ``{"stitched": stats, "first_window": stats, "videos": n}`` with ``evaluate_ytvis`` statistics.
     """
     ids = set(long_video_ids(data, model.num_frames))
     if not ids:
         raise ValueError(f"{data.path}: no annotated video is longer than T = {model.num_frames} frames")
+    if "first_window_only" in predictor_options:
+        raise ValueError("first_window_only is set per mode; it is not a predictor option here")
     category_ids = list(category_ids) if category_ids is not None else data.category_map.ids
     predictors = {
         mode: VideoPredictor(
-            model, postprocess, overlap=overlap, match_iou=match_iou, first_window_only=first
+            model,
+            postprocess,
+            overlap=overlap,
+            match_iou=match_iou,
+            first_window_only=first,
+            **predictor_options,
         )
         for mode, first in MODES.items()
     }
