@@ -24,7 +24,7 @@ install: $(STAMP)  ## create .venv and install vistr-lit with its dev tools
 # one 2-thread process: 70 epochs (4,410 steps, ~12 min of training on an idle 2-core machine) instead of the
 # preset's 36; the preset's max_time guard ends training earlier on a slower or busier machine.
 QUICKSTART_DDP := trainer=ddp trainer.accelerator=cpu trainer.devices=2 num_threads=1 \
-	data.batch_size=8 data.num_workers=0 trainer.max_epochs=70
+	data.batch_size=8 data.num_workers=0 trainer.max_epochs=57
 
 train: $(STAMP)  ## train the quickstart model on synthvis (generated on first use) on both cores, then evaluate it
 	$(PY) -m vistr_lit.train +experiment=quickstart $(QUICKSTART_DDP)

@@ -1,6 +1,6 @@
 """AP on the videos longer than T of an annotation file: window stitching vs the original's first window only.
 
-    python scripts/long_video_ap.py CKPT [--ann data/synthvis/valid.json] [--short-side 80 --max-size 128]
+    python scripts/long_video_ap.py CKPT [--ann data/synthvis/valid.json] [--short-side 96 --max-size 154]
                                          [--postprocess checkpoint|paper] [--overlap 3] [--match-iou 0.5]
                                          [--json out.json]
 
@@ -32,8 +32,12 @@ def main() -> None:
     parser.add_argument(
         "--frames-root", type=Path, default=None, help="default: <ann dir>/<ann stem>/JPEGImages"
     )
-    parser.add_argument("--short-side", type=int, default=80)
-    parser.add_argument("--max-size", type=int, default=128)
+    parser.add_argument(
+        "--short-side", type=int, default=96, help="default: the quickstart's data.eval_short_side"
+    )
+    parser.add_argument(
+        "--max-size", type=int, default=154, help="default: the quickstart's data.eval_max_size"
+    )
     parser.add_argument(
         "--postprocess",
         choices=("checkpoint", "paper"),
