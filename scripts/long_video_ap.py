@@ -6,9 +6,10 @@
 
 CKPT is a Lightning checkpoint (e.g. the quickstart's) or an authors' ``.pth``. Both modes use the
 checkpoint's own post-processing and predictor settings (``model.postprocess``, ``model.predictor`` of its
-run: the quickstart's mask scoring, refinement, track NMS and classes per track) unless ``--postprocess
-paper`` asks for the paper's; ``--overlap`` and ``--match-iou`` override the checkpoint's stitching. Prints
-one table row per mode with the official YouTube-VIS statistics (percent) computed on the same videos.
+run: the quickstart's mask scoring, refinement, stitching threshold, track NMS and classes per track) unless
+``--postprocess paper`` asks for the paper's; ``--overlap`` and ``--match-iou`` override the checkpoint's
+stitching. Prints one table row per mode with the official YouTube-VIS statistics (percent) computed on the
+same videos.
 """
 
 import argparse
