@@ -21,10 +21,10 @@ $(STAMP): pyproject.toml
 install: $(STAMP)  ## create .venv and install vistr-lit with its dev tools
 
 # The quickstart as 2 DDP processes of 1 thread (batch 8 each: the preset's 16 a step), 1.31x the steps a minute of
-# one 2-thread process: 57 epochs of 96 px frames (3,591 steps, 12.5 min of training on an idle 2-core machine)
-# instead of the preset's 42; the preset's max_time guard ends training earlier on a slower or busier machine.
+# one 2-thread process: 44 epochs of 112 px frames (2,772 steps, ~11.5 min of training on an idle 2-core
+# machine) instead of the preset's 32; the preset's max_time guard ends training earlier on a slower or busier machine.
 QUICKSTART_DDP := trainer=ddp trainer.accelerator=cpu trainer.devices=2 num_threads=1 \
-	data.batch_size=8 data.num_workers=0 trainer.max_epochs=57
+	data.batch_size=8 data.num_workers=0 trainer.max_epochs=44
 
 train: $(STAMP)  ## train the quickstart model on synthvis (generated on first use) on both cores, then evaluate it
 	$(PY) -m vistr_lit.train +experiment=quickstart $(QUICKSTART_DDP)

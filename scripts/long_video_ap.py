@@ -1,6 +1,6 @@
 """AP on the videos longer than T of an annotation file: window stitching vs the original's first window only.
 
-    python scripts/long_video_ap.py CKPT [--ann data/synthvis/valid.json] [--short-side 96 --max-size 154]
+    python scripts/long_video_ap.py CKPT [--ann data/synthvis/valid.json] [--short-side 112 --max-size 180]
                                          [--postprocess checkpoint|paper] [--overlap 3] [--match-iou 0.5]
                                          [--json out.json]
 
@@ -34,10 +34,10 @@ def main() -> None:
         "--frames-root", type=Path, default=None, help="default: <ann dir>/<ann stem>/JPEGImages"
     )
     parser.add_argument(
-        "--short-side", type=int, default=96, help="default: the quickstart's data.eval_short_side"
+        "--short-side", type=int, default=112, help="default: the quickstart's data.eval_short_side"
     )
     parser.add_argument(
-        "--max-size", type=int, default=154, help="default: the quickstart's data.eval_max_size"
+        "--max-size", type=int, default=180, help="default: the quickstart's data.eval_max_size"
     )
     parser.add_argument(
         "--postprocess",

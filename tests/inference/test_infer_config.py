@@ -26,6 +26,6 @@ def test_every_experiment_composes_for_inference(experiment):
 
 def test_quickstart_frame_size_and_inference_overrides():
     cfg = compose_infer("+experiment=quickstart", "inference.overlap=2", "video_format=gif", "save_png=true")
-    assert (cfg.inference.short_side, cfg.inference.max_size) == (96, 154)  # the preset's evaluation size
+    assert (cfg.inference.short_side, cfg.inference.max_size) == (112, 180)  # the preset's evaluation size
     assert cfg.inference.overlap == 2
     assert (cfg.video_format, cfg.save_png, cfg.save_video) == ("gif", True, True)
