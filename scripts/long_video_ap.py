@@ -1,6 +1,6 @@
 """AP on the videos longer than T of an annotation file: window stitching vs the original's first window only.
 
-    python scripts/long_video_ap.py CKPT [--ann data/synthvis/valid.json] [--short-side 112 --max-size 180]
+    python scripts/long_video_ap.py CKPT [--ann data/synthvis/valid.json] [--short-side S --max-size M]
                                          [--postprocess checkpoint|paper] [--overlap 3] [--match-iou 0.5]
                                          [--json out.json]
 
@@ -8,8 +8,9 @@ CKPT is a Lightning checkpoint (e.g. the quickstart's) or an authors' ``.pth``. 
 checkpoint's own post-processing and predictor settings (``model.postprocess``, ``model.predictor`` of its
 run: the quickstart's mask scoring, refinement, stitching threshold, track NMS and classes per track) unless
 ``--postprocess paper`` asks for the paper's; ``--overlap`` and ``--match-iou`` override the checkpoint's
-stitching. Prints one table row per mode with the official YouTube-VIS statistics (percent) computed on the
-same videos.
+stitching. Frames are resized as the quickstart preset's evaluation data unless ``--short-side`` /
+``--max-size`` say otherwise. Prints one table row per mode with the official YouTube-VIS statistics
+(percent) computed on the same videos.
 """
 
 import argparse
@@ -17,13 +18,15 @@ import json
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 
 from vistr_lit.data import YTVISVideoDataset, build_eval_transform, load_ytvis
-from vistr_lit.infer import load_module
+from vistr_lit.infer import CONFIG_DIR, load_module
 from vistr_lit.inference.long_video import long_video_ap
 from vistr_lit.models.postprocess import PostProcessVideo
 
 SHOWN = ("AP", "AP50", "AP75", "AR1", "AR10")
+QUICKSTART_DATA = OmegaConf.load(CONFIG_DIR / "preset" / "quickstart.yaml").data  # its evaluation frame size
 
 
 def main() -> None:
@@ -33,12 +36,8 @@ def main() -> None:
     parser.add_argument(
         "--frames-root", type=Path, default=None, help="default: <ann dir>/<ann stem>/JPEGImages"
     )
-    parser.add_argument(
-        "--short-side", type=int, default=112, help="default: the quickstart's data.eval_short_side"
-    )
-    parser.add_argument(
-        "--max-size", type=int, default=180, help="default: the quickstart's data.eval_max_size"
-    )
+    parser.add_argument("--short-side", type=int, default=QUICKSTART_DATA.eval_short_side, help="%(default)s")
+    parser.add_argument("--max-size", type=int, default=QUICKSTART_DATA.eval_max_size, help="%(default)s")
     parser.add_argument(
         "--postprocess",
         choices=("checkpoint", "paper"),
@@ -55,7 +54,7 @@ def main() -> None:
     model, category_ids = module.model.eval(), list(module.hparams.category_ids)
     postprocess, options = PostProcessVideo(), {}
     if args.postprocess == "checkpoint":
-        postprocess = PostProcessVideo(**module.hparams.postprocess)
+        postprocess = module.postprocess  # built from the checkpoint's hyper-parameters
         options = {k: v for k, v in module.hparams.predictor.items() if k != "first_window_only"}
     if args.overlap is not None:
         options["overlap"] = args.overlap
