@@ -9,7 +9,7 @@ from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
 from vistr_lit.models.backbone import Backbone
-from vistr_lit.models.mask_head import MHAttentionMap
+from vistr_lit.models.mask_head import InstanceSequenceHead, MHAttentionMap, PixelDecoder, TimePaddedConv3d
 from vistr_lit.models.padding import masked_group_norm, size_mask, valid_sizes
 from vistr_lit.models.position_encoding import PositionEmbeddingSine3D
 from vistr_lit.models.transformer import MultiheadAttention, Transformer
@@ -201,3 +201,48 @@ def test_pretrained_backbone_loads_torchvision_weights_from_the_hub_cache(tmp_pa
     assert torch.equal(backbone.body.layer3[1].conv2.weight, imagenet.layer3[1].conv2.weight)
     assert torch.equal(backbone.body.layer2[0].bn1.running_var, imagenet.layer2[0].bn1.running_var)
     assert isinstance(backbone.body.layer2[0].bn1, FrozenBatchNorm2d)
+
+
+@pytest.mark.parametrize("frames", [1, 2, 3, 5])
+@pytest.mark.parametrize(
+    ("kernel", "padding", "dilation"), [((3, 1, 1), (1, 0, 0), 1), ((3, 3, 3), (2, 2, 2), 2), ((3, 3, 3), 1, 1)]
+)
+def test_time_padded_conv3d_is_nn_conv3d(frames, kernel, padding, dilation):
+    torch.manual_seed(0)
+    ours = TimePaddedConv3d(6, 4, kernel, padding=padding, dilation=dilation)
+    reference = nn.Conv3d(6, 4, kernel, padding=padding, dilation=dilation)
+    reference.load_state_dict(ours.state_dict())  # same parameter names and shapes
+    x = torch.randn(2, 6, frames, 9, 11)
+    torch.testing.assert_close(ours(x), reference(x))
+
+
+def _conv3d_weight_grads(conv: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The weight gradient of a squared-output loss in float32 and under CPU bf16 autocast."""
+    grads = []
+    for bf16 in (False, True):
+        conv.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            y = conv(x)
+        y.float().square().mean().backward()
+        grads.append(conv.weight.grad.clone())
+    return grads[0], grads[1]
+
+
+@pytest.mark.parametrize(("kernel", "padding"), [((3, 1, 1), (1, 0, 0)), ((3, 3, 3), (1, 1, 1))])
+def test_two_frame_conv3d_weight_gradients_under_bf16_autocast(kernel, padding):
+    """oneDNN's bf16 Conv3d padding time itself gets these wrong for T = 2 (inf and 79 % off on an AVX512-BF16
+    CPU); padded explicitly they are float32's up to bf16 rounding."""
+    torch.manual_seed(0)
+    conv = TimePaddedConv3d(32, 32, kernel, padding=padding)
+    nn.init.normal_(conv.weight, std=0.05)
+    fp32, bf16 = _conv3d_weight_grads(conv, torch.randn(4, 32, 2, 28, 40))
+    assert torch.isfinite(bf16).all()
+    assert (bf16 - fp32).norm() / fp32.norm() < 0.02
+
+
+def test_temporal_convs_of_both_mask_heads_pad_time_explicitly():
+    decoder = PixelDecoder(16, (16, 8, 8), 8, (16, 16, 8, 4), temporal=True)
+    head = InstanceSequenceHead(8, temporal=True)
+    convs = [decoder.temporal, *(m for m in head if isinstance(m, nn.Conv3d) and m.kernel_size[0] > 1)]
+    assert len(convs) == 4 and all(isinstance(conv, TimePaddedConv3d) for conv in convs)
+    assert decoder.temporal.padding[0] == 0 and decoder.temporal.time_padding == 1

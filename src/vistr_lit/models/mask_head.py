@@ -46,6 +46,33 @@ def _upsample_to(x: Tensor, factor: int, target: Tensor) -> Tensor:
     return up[..., : target.shape[-2], : target.shape[-1]]
 
 
+class TimePaddedConv3d(nn.Conv3d):
+    """``nn.Conv3d`` that zero-pads the time axis itself (``F.pad``) and leaves only the spatial padding to the
+    convolution: the same function, parameters and state-dict keys.
+
+    Why: on CPUs with native bf16 (AVX512-BF16, AMX), oneDNN's bf16 Conv3d computes wrong weight gradients
+    for some clip lengths when it pads time itself. Measured under ``torch.autocast("cpu", torch.bfloat16)``
+    with T = 2 frames: a 3×1×1 kernel padded (1, 0, 0) gets infinite weight gradients, a 3×3×3 kernel padded
+    (1, 1, 1) gradients 79 % off the float32 ones; the same convolutions on explicitly padded input are
+    within bf16 rounding of float32 (0.2 %), and so is every other T from 1 to 8.
+
+    Args:
+        padding: ``(time, height, width)`` zero padding, as ``nn.Conv3d``'s (an int pads all three).
+        The other arguments are ``nn.Conv3d``'s.
+    """
+
+    def __init__(self, *args, padding: int | tuple[int, int, int] = 0, **kwargs) -> None:
+        pad_t, pad_h, pad_w = (padding,) * 3 if isinstance(padding, int) else padding
+        super().__init__(*args, padding=(0, pad_h, pad_w), **kwargs)
+        self.time_padding = pad_t
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``[B, C_in, T, h, w]`` -> ``[B, C_out, T', h', w']`` as ``nn.Conv3d`` with the full padding."""
+        if self.time_padding:
+            x = F.pad(x, (0, 0, 0, 0, self.time_padding, self.time_padding))
+        return super().forward(x)
+
+
 ATTENTION_MAP_SCALES = ("none", "cells")
 
 
@@ -226,7 +253,7 @@ class InstanceSequenceHead(nn.Sequential):
         spatial = dict(kernel_size=(k_t, 3, 3), padding=(d_t * (k_t // 2), 2, 2), dilation=(d_t, 2, 2))
         modules: list[nn.Module] = []
         for i in range(num_layers):
-            modules += [nn.Conv3d(in_dim if i == 0 else width, width, **spatial)]
+            modules += [TimePaddedConv3d(in_dim if i == 0 else width, width, **spatial)]
             modules += [_group_norm(TEMPORAL_GROUPS, width), nn.ReLU()]
         modules.append(nn.Conv3d(width, 1, 1))
         super().__init__(*modules)
@@ -285,7 +312,7 @@ class PixelDecoder(nn.Module):
         self.convs = nn.ModuleList(nn.Conv2d(dim, dim, 3, padding=1) for _ in range(len(fpn_dims) + 1))
         self.norms = nn.ModuleList(_group_norm(FPN_GROUPS, dim) for _ in range(len(fpn_dims) + 1))
         kernel, padding = (PIXEL_TEMPORAL_KERNEL, 1, 1), (PIXEL_TEMPORAL_KERNEL // 2, 0, 0)
-        self.temporal = nn.Conv3d(dim, dim, kernel, padding=padding) if temporal else None
+        self.temporal = TimePaddedConv3d(dim, dim, kernel, padding=padding) if temporal else None
         self.stem_adapter = self.stem_conv = self.stem_norm = None
         if stem_dim is not None:
             self.stem_adapter = nn.Conv2d(stem_dim, dim, 1)
