@@ -36,7 +36,7 @@ def test_bench_infer_runs_the_quickstart_with_its_post_processing(capsys, monkey
         monkeypatch.setattr(sys, "argv", [*argv, "--postprocess", postprocess])
         bench.main()
         result = json.loads(capsys.readouterr().out.splitlines()[-1])
-        assert result["postprocess"] == postprocess and result["window"] == 3
+        assert result["postprocess"] == postprocess and result["window"] == 2  # the preset's T (clip: len2)
         assert result["tracks"] == 5  # N = 5 slots, each a track over the whole video
 
 
