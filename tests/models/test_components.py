@@ -205,7 +205,8 @@ def test_pretrained_backbone_loads_torchvision_weights_from_the_hub_cache(tmp_pa
 
 @pytest.mark.parametrize("frames", [1, 2, 3, 5])
 @pytest.mark.parametrize(
-    ("kernel", "padding", "dilation"), [((3, 1, 1), (1, 0, 0), 1), ((3, 3, 3), (2, 2, 2), 2), ((3, 3, 3), 1, 1)]
+    ("kernel", "padding", "dilation"),
+    [((3, 1, 1), (1, 0, 0), 1), ((3, 3, 3), (2, 2, 2), 2), ((3, 3, 3), 1, 1)],
 )
 def test_time_padded_conv3d_is_nn_conv3d(frames, kernel, padding, dilation):
     torch.manual_seed(0)

@@ -47,7 +47,7 @@ def _upsample_to(x: Tensor, factor: int, target: Tensor) -> Tensor:
 
 
 class TimePaddedConv3d(nn.Conv3d):
-    """``nn.Conv3d`` that zero-pads the time axis itself (``F.pad``) and leaves only the spatial padding to the
+    """``nn.Conv3d`` that zero-pads the time axis itself (``F.pad``), leaving only the spatial padding to the
     convolution: the same function, parameters and state-dict keys.
 
     Why: on CPUs with native bf16 (AVX512-BF16, AMX), oneDNN's bf16 Conv3d computes wrong weight gradients
