@@ -27,6 +27,17 @@ def test_bench_train_step_times_both_dtypes(synthvis_root, synthvis_params, caps
     assert all("ms a step" in line for line in lines[1:])
 
 
+def test_bench_train_step_mean_over_grouped_batches(synthvis_root, synthvis_params, capsys):
+    """Grouped batches come in both of the tiny synthvis's sizes; ``--stat mean`` times all of them."""
+    bench = _load("bench_train_step")
+    overrides = [*tiny_overrides(synthvis_root, synthvis_params), "data.group_by_aspect_ratio=true"]
+    argv = ["--batches", "3", "--steps", "3", "--warmup", "1", "--dtype", "fp32"]
+    bench.main([*argv, "--stat", "mean", "--", *overrides])  # batch 2: 6 training videos in 3 batches
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].count("(2, 4, 3,") == 2, lines[0]  # 48x64 and 64x80 videos: 48x64 and 48x60 frames
+    assert lines[1].startswith("  fp32:") and "ms a step" in lines[1]
+
+
 def test_bench_infer_runs_the_quickstart_with_its_post_processing(capsys, monkeypatch):
     """Every slot predicts a mask in every frame (``--masks full``), so the preset's refinement, track NMS and
     classes per track all run; the figures themselves are not asserted."""

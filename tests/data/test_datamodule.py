@@ -6,7 +6,12 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from vistr_lit.data.datamodule import ShardSampler, YTVISDataModule
+from vistr_lit.data.datamodule import (
+    AspectGroupedBatchSampler,
+    EpochShuffle,
+    ShardSampler,
+    YTVISDataModule,
+)
 from vistr_lit.data.ytvis import load_ytvis
 
 SMALL_SCALES = {
@@ -107,3 +112,53 @@ def test_mismatched_categories_are_an_error(synthvis_root, tmp_path):
     dm = YTVISDataModule(root=str(synthvis_root), val_ann=str(tmp_path / "valid.json"), num_frames=2)
     with pytest.raises(ValueError, match="categories"):
         dm.setup("fit")
+
+
+@pytest.mark.parametrize("world", [1, 2, 3])
+@pytest.mark.parametrize("batch_size", [1, 2, 4])
+def test_aspect_grouped_batches_share_a_group_across_ranks(world, batch_size):
+    group_ids = [i % 3 for i in range(23)]  # groups of 8, 8 and 7
+    order = EpochShuffle(len(group_ids), seed=5)
+    samplers = [AspectGroupedBatchSampler(order, group_ids, batch_size, world, r) for r in range(world)]
+    per_rank = [list(s) for s in samplers]
+    assert all(len(batches) == len(samplers[0]) for batches in per_rank)
+    used = [i for batches in per_rank for batch in batches for i in batch]
+    assert set(used) == set(range(23)) and len(used) - 23 < world  # only the last batch's wrap-around
+    full = sum(c // (batch_size * world) for c in (8, 8, 7))
+    for step, batches in enumerate(zip(*per_rank)):
+        assert len({len(b) for b in batches}) == 1
+        if step < full:  # a full bucket: one group on every rank, batch_size clips each
+            assert len({group_ids[i] for b in batches for i in b}) == 1
+            assert all(len(b) == batch_size for b in batches)
+
+
+def test_aspect_grouped_order_follows_the_epoch():
+    order = EpochShuffle(12, seed=0)
+    sampler = AspectGroupedBatchSampler(order, [0] * 6 + [1] * 6, batch_size=3)
+    first = list(sampler)
+    assert list(sampler) == first
+    order.set_epoch(1)
+    assert list(sampler) != first and sorted(sum(list(sampler), [])) == list(range(12))
+    with pytest.raises(ValueError, match="group ids"):
+        AspectGroupedBatchSampler(order, [0] * 5, batch_size=3)
+
+
+def test_grouped_loader_has_no_padding(synthvis_root, synthvis_params):
+    dm = make_dm(
+        synthvis_root,
+        synthvis_params,
+        group_by_aspect_ratio=True,
+        clips_per_video=4,
+        train_scales=[48],
+        crop_size=None,
+    )
+    dm.trainer = SimpleNamespace(world_size=2, global_rank=1)
+    loader = dm.train_dataloader()
+    assert loader.batch_sampler.sampler is not None  # Lightning calls its set_epoch
+    groups = dm.train_dataset.aspect_ratio_groups()
+    assert len(set(groups)) == 2  # the fixture's 48x64 and 64x80 videos
+    full = sum(groups.count(g) // 4 for g in set(groups))  # 2 clips a rank, 2 ranks
+    batches = list(loader)
+    assert len(batches) == len(loader) and full >= 1
+    for batch in batches[:full]:
+        assert not batch["pad_mask"].any() and batch["frames"].shape[0] == 2

@@ -13,6 +13,7 @@ from torchvision.ops import box_convert, masks_to_boxes
 from vistr_lit.data.ytvis import Video, YTVISData, decode_segmentation
 
 SHORT_VIDEO_POLICIES = ("cycle", "pingpong", "repeat_last")
+ASPECT_DECIMALS = 2  # aspect-ratio groups: 16:9 (1.78) and 4:3 (1.33) videos of any resolution group together
 ClipTransformFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
@@ -125,6 +126,10 @@ class YTVISClipDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.index)
+
+    def aspect_ratio_groups(self, decimals: int = ASPECT_DECIMALS) -> list[float]:
+        """Each item's video width / height, rounded: items of one group resize to one size (+-1 px)."""
+        return [round(self.videos[k].width / self.videos[k].height, decimals) for k in self.index]
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, dict]:
         video = self.videos[self.index[i]]
