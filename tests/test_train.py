@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 
 import vistr_lit.train as train_module
 from train_helpers import compose_run, tiny_overrides
+from vistr_lit.data.datamodule import EpochShuffle
 from vistr_lit.eval import run_evaluation
 from vistr_lit.lit_module import NonFiniteLossError, VisTRLitModule
 from vistr_lit.train import SLOW_BF16_WARNING, STEP_BOUNDED_RESUME_WARNING, run_training, warn_if_slow_bf16
@@ -103,19 +104,31 @@ def _interrupt_and_resume(run, monkeypatch, common):
     return _final_weights(straight / "checkpoints" / "last.ckpt"), first_epoch, _final_weights(resumed_ckpt)
 
 
-def test_interrupted_and_resumed_run_ends_with_the_same_weights(run, monkeypatch):
+@pytest.mark.parametrize("grouped", [False, True])
+def test_interrupted_and_resumed_run_ends_with_the_same_weights(run, monkeypatch, grouped):
     common = [
         "trainer.limit_train_batches=2",
         "trainer.max_epochs=2",
         "logger=none",
         "final_eval=false",
         "data.clips_per_video=2",
+        f"data.group_by_aspect_ratio={grouped}",
     ]
     expected, first_epoch, got = _interrupt_and_resume(run, monkeypatch, common)
     assert expected.keys() == got.keys()
     assert any(not torch.equal(first_epoch[k], got[k]) for k in got), "the resumed run did not train"
     for key in expected:
         assert torch.equal(expected[key], got[key]), key
+
+
+def test_grouped_batches_reshuffle_every_epoch_of_a_run(run, monkeypatch):
+    """Lightning reaches the grouped sampler's order through ``batch_sampler.sampler`` and sets its epoch."""
+    epochs = []
+    set_epoch = EpochShuffle.set_epoch
+    monkeypatch.setattr(EpochShuffle, "set_epoch", lambda self, e: (epochs.append(e), set_epoch(self, e)))
+    common = ["trainer.limit_train_batches=1", "trainer.max_epochs=3", "logger=none", "final_eval=false"]
+    run([*common, "data.group_by_aspect_ratio=true"], name="grouped")
+    assert epochs == [0, 1, 2]
 
 
 def test_resuming_a_step_bounded_run_warns_that_it_is_not_exact(run, monkeypatch, caplog):
