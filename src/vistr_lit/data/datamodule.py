@@ -7,6 +7,7 @@ with :class:`ShardSampler`, so every video is evaluated exactly once, with no pa
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -112,11 +113,9 @@ class AspectGroupedBatchSampler(Sampler[list[int]]):
 
     def __len__(self) -> int:
         per_step = self.batch_size * self.num_replicas
-        counts: dict = {}
-        for g in self.group_ids:
-            counts[g] = counts.get(g, 0) + 1
-        full = sum(c // per_step for c in counts.values())
-        rest = sum(c % per_step for c in counts.values())
+        counts = Counter(self.group_ids).values()
+        full = sum(c // per_step for c in counts)
+        rest = sum(c % per_step for c in counts)
         return full + -(-rest // per_step)
 
 
@@ -128,6 +127,7 @@ class YTVISDataModule(L.LightningDataModule):
     are private) or ``none``. ``seed`` seeds the training shuffle (per epoch through ``set_epoch``).
     ``synthvis``: generator parameters (``{}`` for the defaults) to create synthvis in ``root`` on first use;
     ``None`` for a real dataset. ``val_max_videos`` keeps only the first N validation videos.
+    ``group_by_aspect_ratio``: training batches of one aspect ratio (:class:`AspectGroupedBatchSampler`).
     Transform keys are those of :func:`build_train_transform` / :func:`build_eval_transform`.
     """
 
