@@ -85,7 +85,7 @@ def test_quickstart_is_cpu_sized_and_time_guarded():
     assert cfg.model.net.mask_fusion == "dot_product"  # the paper's head learns ~2x slower per minute
     assert cfg.model.net.mask_classifier == "clip"  # class corrections read from each slot's own masks
     # about half the quickstart's slots hold an object, against ~7 % of the paper's queries
-    assert cfg.model.criterion.eos_coef == 0.4 > compose_train().model.criterion.eos_coef
+    assert cfg.model.criterion.eos_coef == 1.0 > compose_train().model.criterion.eos_coef
     assert compose_train().model.net.get("mask_classifier", False) is False  # not in the paper's rows
     # tracks continue across windows on any overlap (the paper's rows keep 0.5)
     assert cfg.model.predictor.match_iou < compose_train().model.predictor.match_iou == 0.5
