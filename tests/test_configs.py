@@ -84,6 +84,8 @@ def test_quickstart_is_cpu_sized_and_time_guarded():
     assert cfg.data.synthvis.train_videos == 1000  # the 150-video default is memorised, not learned
     assert cfg.model.net.mask_fusion == "dot_product"  # the paper's head learns ~2x slower per minute
     assert cfg.model.net.mask_classifier == "clip"  # class corrections read from each slot's own masks
+    assert cfg.model.net.mask_coords is True  # masks also read offsets from each query's own box
+    assert compose_train(["model/mask_head=dot_product"]).model.net.mask_coords is False  # off by default
     # about half the quickstart's slots hold an object, against ~7 % of the paper's queries
     assert cfg.model.criterion.eos_coef == 1.0 > compose_train().model.criterion.eos_coef
     assert compose_train().model.net.get("mask_classifier", False) is False  # not in the paper's rows

@@ -113,6 +113,7 @@ def test_eval_is_deterministic_and_train_uses_dropout():
         {"mask_fusion": "dot_product", "masked_attention": True, "query_groups": 2, "dec_layers": 3},
         {"query_groups": 3},
         {"mask_fusion": "dot_product", "query_groups": 2},
+        {"mask_fusion": "dot_product", "mask_coords": True, "aux_masks": True, "mask_stride": 1},
     ],
 )
 def test_every_variant_builds_trains_and_runs(kwargs):
@@ -289,6 +290,7 @@ def test_r50_has_the_original_parameter_count():
         ({"mask_stride": 2}, "mask_stride must be one of"),
         ({"mask_stride": 1}, "mask_stride must be one of"),
         ({"mask_fusion": "dot_product", "mask_stride": 8}, "mask_stride must be one of"),
+        ({"mask_coords": True}, "mask_coords needs mask_fusion 'dot_product'"),
     ],
 )
 def test_bad_arguments_raise_clear_errors(kwargs, message):
@@ -348,3 +350,104 @@ def test_attention_map_scale_reaches_the_mask_branch_and_changes_the_masks():
         a, b = original(frames), scaled(frames)
     torch.testing.assert_close(a["pred_logits"], b["pred_logits"])
     assert not torch.allclose(a["pred_masks"], b["pred_masks"])
+
+
+def _randomize_coord_mlp(model, seed=1):
+    """Give the relative-coordinate MLP's generator random last-layer rows (they start at zero)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        weight = model.mask_coord_mlp.generator.weight
+        weight.copy_(torch.randn(weight.shape, generator=gen) * 0.5)
+        model.mask_coord_mlp.generator.bias.copy_(torch.randn(weight.shape[0], generator=gen))
+
+
+def test_mask_coords_start_as_the_plain_dot_product_and_then_move_the_masks():
+    plain = tiny_vistr(num_frames=2, num_instances=3, mask_fusion="dot_product")
+    coords = tiny_vistr(num_frames=2, num_instances=3, mask_fusion="dot_product", mask_coords=True)
+    missing = coords.load_state_dict(plain.state_dict(), strict=False).missing_keys
+    assert missing and all(key.startswith("mask_coord_mlp.") for key in missing)
+    frames = torch.randn(1, 2, 3, 40, 56)
+    with torch.no_grad():
+        base = plain(frames)["pred_masks"]
+        torch.testing.assert_close(coords(frames)["pred_masks"], base)  # zero last layer: nothing added
+        _randomize_coord_mlp(coords)
+        moved = coords(frames)["pred_masks"]
+    assert (moved - base).abs().max() > 1e-2
+
+
+def test_mask_coords_read_each_query_box():
+    """The added logits depend on the query's own box: move the box and the masks change with it."""
+    model = tiny_vistr(num_frames=1, num_instances=2, mask_fusion="dot_product", mask_coords=True)
+    _randomize_coord_mlp(model)
+    frames = torch.randn(1, 1, 3, 48, 48)
+    with torch.no_grad():
+        base = model(frames)["pred_masks"]
+        model.bbox_embed.layers[-1].bias.add_(torch.tensor([2.0, -2.0, 0.0, 0.0]))  # move every centre
+        shifted = model(frames)
+    assert (shifted["pred_masks"] - base).abs().max() > 1e-2
+
+
+def test_axis_offsets_are_from_the_box_centre_in_frame_fractions_and_box_sizes():
+    from vistr_lit.models.mask_head import REL_BOX_CLAMP, REL_MIN_BOX, RelativeCoordMaskMLP
+
+    centre, size = torch.tensor([[0.5, 0.1]]), torch.tensor([[0.2, 0.0]])  # F=1, N=2 (the 2nd degenerate)
+    grid = torch.tensor([[0.1, 0.5, 0.9]])
+    offset, in_boxes = RelativeCoordMaskMLP.axis_offsets(centre, size, grid)  # 1 x 2 x 3 each
+    torch.testing.assert_close(offset[0, 0], torch.tensor([-0.4, 0.0, 0.4]))
+    torch.testing.assert_close(in_boxes[0, 0], torch.tensor([-2.0, 0.0, 2.0]))
+    torch.testing.assert_close(
+        in_boxes[0, 1], torch.tensor([0.0, 0.4 / REL_MIN_BOX, 0.8 / REL_MIN_BOX]).clamp(max=REL_BOX_CLAMP)
+    )
+    assert in_boxes[0, 1, 2] == REL_BOX_CLAMP
+
+
+def test_mask_coord_mlp_is_the_mlp_over_stacked_pixels_and_coordinates():
+    """The separable first layer equals the plain MLP over [pixel embedding; dx, dy, dx/w, dy/h] per pixel."""
+    from vistr_lit.models.mask_head import RelativeCoordMaskMLP
+
+    torch.manual_seed(0)
+    mlp = RelativeCoordMaskMLP(12, 6, hidden_dim=5)
+    torch.nn.init.normal_(mlp.generator.weight, std=0.5)
+    queries, pixels = torch.randn(2, 3, 12), torch.randn(2, 6, 4, 5)
+    boxes = torch.rand(2, 3, 4) * 0.5 + 0.1
+    rows, cols = torch.rand(2, 4), torch.rand(2, 5)
+    with torch.no_grad():
+        out = mlp(queries, pixels, boxes, rows, cols)
+        w1, b1, w2, b2, w3, b3 = (
+            p.view(2, 3, *s) / fan**0.5
+            for p, s, fan in zip(mlp.generator(queries).split(mlp.sizes, -1), mlp.shapes, mlp.fan_ins)
+        )
+        for f in range(2):
+            for n in range(3):
+                dx, dxb = mlp.axis_offsets(boxes[f, n, 0:1][None], boxes[f, n, 2:3][None], cols[f][None])
+                dy, dyb = mlp.axis_offsets(boxes[f, n, 1:2][None], boxes[f, n, 3:4][None], rows[f][None])
+                coords = torch.stack(
+                    [
+                        c[0, 0][None, :].expand(4, 5) if c.shape[-1] == 5 else c[0, 0][:, None].expand(4, 5)
+                        for c in (dx, dy, dxb, dyb)
+                    ]
+                )  # 4 x h x w
+                x = torch.cat([pixels[f], coords]).flatten(1)  # (D + 4) x P
+                x = torch.relu(w1[f, n] @ x + b1[f, n][:, None])
+                x = torch.relu(w2[f, n] @ x + b2[f, n][:, None])
+                expected = (w3[f, n] @ x + b3[f, n][:, None]).view(4, 5)
+                torch.testing.assert_close(out[f, n], expected, atol=1e-5, rtol=1e-4)
+
+
+def test_mask_coords_on_a_padded_clip_predict_like_the_clip_alone():
+    """Pixel coordinates are fractions of each clip's valid size, as its boxes: padding changes nothing."""
+    model = tiny_vistr(mask_fusion="dot_product", mask_coords=True, dilation=True)
+    _randomize_coord_mlp(model)
+    clip_a, clip_b = torch.randn(3, 3, 50, 70), torch.randn(3, 3, 96, 64)
+    frames, pad_mask = _pad_batch(clip_a, clip_b, (96, 96))
+    with torch.no_grad():
+        batched = model(frames, pad_mask)
+        for b, clip in enumerate((clip_a, clip_b)):
+            alone = model(clip[None])
+            h, w = alone["pred_masks"].shape[-2:]
+            torch.testing.assert_close(
+                batched["pred_masks"][b, :, :h, :w], alone["pred_masks"][0], atol=1e-4, rtol=1e-4
+            )
+            assert (batched["pred_masks"][b, :, h:] == 0).all() and (
+                batched["pred_masks"][b, :, :, w:] == 0
+            ).all()
