@@ -21,11 +21,11 @@ $(STAMP): pyproject.toml
 install: $(STAMP)  ## create .venv and install vistr-lit with its dev tools
 
 # The quickstart as 2 DDP processes of 1 thread (batch 12 each: the preset's 24 clips of 2 frames a step),
-# ~1.3x the steps a minute of one 2-thread process: 64 epochs of 112 px frames (2,688 steps, ~12 min of
+# ~1.3x the steps a minute of one 2-thread process: 62 epochs of 112 px frames (2,604 steps, ~12 min of
 # training on an idle 2-core machine) instead of the preset's 46; the preset's max_time guard ends training
 # earlier on a slower or busier machine.
 QUICKSTART_DDP := trainer=ddp trainer.accelerator=cpu trainer.devices=2 num_threads=1 \
-	data.batch_size=12 data.num_workers=0 trainer.max_epochs=64
+	data.batch_size=12 data.num_workers=0 trainer.max_epochs=62
 
 train: $(STAMP)  ## train the quickstart model on synthvis (generated on first use) on both cores, then evaluate it
 	$(PY) -m vistr_lit.train +experiment=quickstart $(QUICKSTART_DDP)
