@@ -28,9 +28,7 @@ PIXEL_TEMPORAL_KERNEL = 3  # PixelDecoder's temporal conv: a frame and its two n
 STEM_LEVEL_FACTOR = 2  # PixelDecoder's stem level: the stem (stride 2) is one x2 level finer than layer1
 CONVEX_NEIGHBOURHOOD = 3  # ConvexMaskUpsampler: a fine pixel mixes the 3x3 coarse cells around its own
 BILINEAR_FLOOR = 0.01  # its initial weights: bilinear's, floored so that every neighbour can still learn
-COORD_CHANNELS = (
-    4  # RelativeCoordMaskMLP: (dx, dy) from the query's box centre in frame fractions and in box sizes
-)
+COORD_CHANNELS = 4  # RelativeCoordMaskMLP: (dx, dy) from the box centre in frame fractions and box sizes
 REL_BOX_CLAMP = 4.0  # its offsets in box sizes are clamped to +-4
 REL_MIN_BOX = 0.02  # and measured in boxes at least 2 % of the frame wide and high
 
@@ -474,7 +472,7 @@ class RelativeCoordMaskMLP(nn.Module):
 
     def __init__(self, query_dim: int, pixel_dim: int, hidden_dim: int = 8) -> None:
         super().__init__()
-        self.pixel_dim, self.hidden_dim = pixel_dim, hidden_dim
+        self.pixel_dim = pixel_dim
         fan_in = pixel_dim + COORD_CHANNELS
         # (weights, biases) of layers [D + 4 -> h], [h -> h], [h -> 1]
         self.shapes = [
