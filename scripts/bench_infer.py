@@ -109,7 +109,7 @@ def run_once(args) -> dict:
         if args.postprocess == "experiment":  # the experiment's post-processing and stitching options
             options = {
                 k: inference[k]
-                for k in ("match_iou", "track_nms_iou", "track_nms_decay", "classes_per_track")
+                for k in ("match_iou", "track_nms_iou", "track_nms_decay", "classes_per_track", "tta")
             }
             predictor = VideoPredictor(
                 model, PostProcessVideo(**inference["postprocess"]), overlap=args.overlap, **options

@@ -115,6 +115,7 @@ def run_inference(cfg: DictConfig, output_dir: Path) -> Path:
         track_nms_iou=inference.track_nms_iou,
         track_nms_decay=inference.track_nms_decay,
         classes_per_track=inference.classes_per_track,
+        tta=list(inference.tta),
     )
     transform = build_eval_transform(inference.short_side, inference.max_size)
     output_dir.mkdir(parents=True, exist_ok=True)

@@ -44,7 +44,7 @@ def long_video_ap(
         overlap, match_iou: the stitching settings.
         category_ids: original category id per class index; default the file's categories.
         predictor_options: further ``VideoPredictor`` keyword arguments for both modes (``track_nms_iou``,
-            ``track_nms_decay``, ``classes_per_track``, ``batch_size``), e.g. a checkpoint's own.
+            ``track_nms_decay``, ``classes_per_track``, ``tta``, ``batch_size``), e.g. a checkpoint's own.
     Returns:
         ``{"stitched": stats, "first_window": stats, "videos": n}`` with ``evaluate_ytvis`` statistics.
     """

@@ -7,7 +7,8 @@ stream: at most ``batch_size`` windows of frames and the stitcher's not-yet-fina
 """
 
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from functools import partial
 
 import torch
 from torch import Tensor, nn
@@ -15,6 +16,7 @@ from torch import Tensor, nn
 from vistr_lit.inference.stitching import TrackStitcher
 from vistr_lit.inference.track import Track
 from vistr_lit.inference.track_nms import suppress_duplicate_tracks
+from vistr_lit.inference.tta import check_augmentations, tta_outputs
 from vistr_lit.models.postprocess import MASK_STRIDE, ClipPredictions, PostProcessVideo
 
 
@@ -44,6 +46,10 @@ class VideoPredictor:
         classes_per_track: results entries per track (:meth:`results`): 1 (the original) gives the track's
             most frequent frame class; c > 1 gives its c best classes by mean class probability, each scored
             by that probability (not in the paper; Mask2Former-VIS ranks (query, class) pairs the same way).
+        tta: not in the paper: test-time augmentations, a subset of ``["hflip", "reverse"]``. Each window also
+            runs mirrored left to right and/or played backwards (every combination: 2^k passes, 2^k times the
+            model time), and the passes' matched slots are averaged
+            (:func:`~vistr_lit.inference.tta.tta_outputs`). Empty (the original): one plain pass.
     """
 
     def __init__(
@@ -57,6 +63,7 @@ class VideoPredictor:
         track_nms_iou: float | None = None,
         track_nms_decay: float = 0.3,
         classes_per_track: int = 1,
+        tta: Sequence[str] = (),
     ):
         self.model = model
         self.postprocess = postprocess
@@ -76,6 +83,7 @@ class VideoPredictor:
         if classes_per_track < 1:
             raise ValueError(f"classes_per_track must be >= 1, got {classes_per_track}")
         self.classes_per_track = int(classes_per_track)
+        self.tta = check_augmentations(tta)
 
     def results(self, tracks: Iterable[Track], video_id: int, category_ids) -> list[dict]:
         """The YouTube-VIS results entries of a video's tracks, ``classes_per_track`` per track."""
@@ -164,11 +172,14 @@ class VideoPredictor:
         lengths = [window.shape[0] for _, window in batch]
         # B x T x 3 x H x W
         clips = torch.stack([_cycle_pad(window, T) for _, window in batch]).to(self.device)
-        outputs = self.model(clips, None)
         B, H, W = clips.shape[0], clips.shape[-2], clips.shape[-1]
         sizes = torch.tensor([[H, W]] * B)
         orig_sizes = torch.as_tensor(orig_size).reshape(1, 2).expand(B, 2)
         stride = getattr(self.model, "mask_stride", MASK_STRIDE)  # models other than VisTR: the usual 4
+        if self.tta:
+            outputs = tta_outputs(partial(self.model, pad_mask=None), clips, self.tta, stride)
+        else:
+            outputs = self.model(clips, None)
         clip_predictions = self.postprocess(_to_cpu(outputs), sizes, orig_sizes, T, stride, clips)
         for (start, _), length, predictions in zip(batch, lengths, clip_predictions):
             stitcher.add_window(start, _drop_padded(predictions, length))
