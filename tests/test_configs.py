@@ -86,6 +86,8 @@ def test_quickstart_is_cpu_sized_and_time_guarded():
     assert cfg.model.net.mask_classifier == "clip"  # class corrections read from each slot's own masks
     assert cfg.model.net.mask_coords is True  # masks also read offsets from each query's own box
     assert compose_train(["model/mask_head=dot_product"]).model.net.mask_coords is False  # off by default
+    assert list(cfg.model.predictor.tta) == ["hflip"]  # evaluation averages each window with its mirror image
+    assert list(compose_train([]).model.predictor.tta) == []  # off by default: one plain pass, as the paper
     # about half the quickstart's slots hold an object, against ~7 % of the paper's queries
     assert cfg.model.criterion.eos_coef == 1.0 > compose_train().model.criterion.eos_coef
     assert compose_train().model.net.get("mask_classifier", False) is False  # not in the paper's rows
