@@ -85,25 +85,28 @@ def test_augmented_passes_of_an_equivariant_model_average_to_the_plain_pass(augm
 def test_passes_that_disagree_are_averaged():
     """An object that only the plain pass finds keeps half its class probability and mask probability."""
     model = FakeVisTR(num_frames=T)
+    nothing = torch.tensor(
+        [-5.0] * model.num_classes + [5.0]
+    )  # class logits of an empty slot (no-object last)
+    empty_mask = -10.0
 
     def plain_only(clips):
         out = model(clips)
         if model.calls == 2:  # the mirrored pass sees nothing
-            out["pred_logits"][..., :-1] = -5.0
-            out["pred_logits"][..., -1] = 5.0
-            out["pred_masks"][:] = -10.0
+            out["pred_logits"][:] = nothing
+            out["pred_masks"][:] = empty_mask
         return out
 
     clips = drifting_squares(T)[None].float() / 255
     plain = FakeVisTR(num_frames=T)(clips)
     averaged = tta_outputs(plain_only, clips, ["hflip"], model.mask_stride)
     found = plain["pred_logits"].softmax(-1)[..., :-1].amax(-1) > 0.9  # B x Q
-    expected = (plain["pred_logits"].softmax(-1) + torch.tensor([-5.0] * 4 + [5.0]).softmax(-1)) / 2
+    expected = (plain["pred_logits"].softmax(-1) + nothing.softmax(-1)) / 2
     torch.testing.assert_close(averaged["pred_logits"].softmax(-1)[found], expected[found])
     inside = plain["pred_masks"] > 0
     torch.testing.assert_close(
         averaged["pred_masks"][inside].sigmoid(),
-        (plain["pred_masks"][inside].sigmoid() + torch.sigmoid(torch.tensor(-10.0))) / 2,
+        (plain["pred_masks"][inside].sigmoid() + torch.sigmoid(torch.tensor(empty_mask))) / 2,
     )
 
 

@@ -90,9 +90,8 @@ def _undo(
     """A pass's ``pred_logits``/``pred_masks``/``pred_boxes`` mapped back onto the plain window: its frames
     put back in order, then its mirror image undone (on the mask logits, before any sigmoid)."""
     logits, masks, boxes = outputs["pred_logits"], outputs["pred_masks"].float(), outputs["pred_boxes"]
-    if (
-        "reverse" in augmentations
-    ):  # frame t of the pass is frame T-1-t of the window: reverse q = t·N + i in t
+    # reversed: frame t of the pass is frame T-1-t of the window, so q = t·N + i is put back in order in t
+    if "reverse" in augmentations:
 
         def in_order(x: Tensor) -> Tensor:
             return x.unflatten(1, (num_frames, -1)).flip(1).flatten(1, 2)
