@@ -10,26 +10,34 @@ from vistr_lit.inference.tta import augment, match_slots, tta_outputs, unflip_ma
 from vistr_lit.models.postprocess import PostProcessVideo
 
 
-@pytest.mark.parametrize("width", [149, 150, 151, 152])
-def test_unflip_maps_the_mirrored_grid_back_onto_the_frames_own(width):
-    """A linear field sampled at the stride-4 column centres of a mirrored frame of width W comes back as the
-    field at the frame's own column centres (linear interpolation is exact on a linear field); the last column
-    repeats its neighbour when it lies in the padding."""
+@pytest.mark.parametrize("dim", [-1, -2])
+@pytest.mark.parametrize("size", [149, 150, 151, 152])
+def test_unflip_maps_the_mirrored_grid_back_onto_the_frames_own(size, dim):
+    """A linear field sampled at the stride-4 cell centres of a frame of extent S mirrored along ``dim``
+    (columns, then rows) comes back as the field at the frame's own cell centres (linear interpolation is
+    exact on a linear field); the last cell repeats its neighbour when it lies in the padding. The other axis
+    is left as it is."""
     stride = 4
-    columns = -(-width // stride)
-    centres = (torch.arange(columns) + 0.5) * stride
+    cells = -(-size // stride)
+    centres = (torch.arange(cells) + 0.5) * stride
 
     def field(x):
         return 0.3 * x - 7.0
 
-    mirrored = field(width - centres)  # the mirrored frame's pixel x is the frame's pixel W - x
-    back = unflip_mask_logits(mirrored.expand(2, 3, columns), width, stride)
-    valid = centres < width - stride / 2  # the last column interpolates into the padding unless W = w·s
-    torch.testing.assert_close(back[..., valid], field(centres)[valid].expand(2, 3, -1))
-    if width % stride == 0:
-        torch.testing.assert_close(back, mirrored.flip(-1).expand(2, 3, columns))
+    def along(line):  # [n] -> [2, 3, n] (dim -1) or [2, n, 3] (dim -2); the other axis varies too
+        other = torch.arange(3.0)[:, None]
+        grid = line[None, :] + 100 * other  # 3 x n
+        return (grid if dim == -1 else grid.T).expand(2, -1, -1)
+
+    mirrored = field(size - centres)  # the mirrored frame's pixel x is the frame's pixel S - x
+    back = unflip_mask_logits(along(mirrored), size, stride, dim=dim).movedim(dim, -1)
+    expected = along(field(centres)).movedim(dim, -1)
+    valid = centres < size - stride / 2  # the last cell interpolates into the padding unless S = n·s
+    torch.testing.assert_close(back[..., valid], expected[..., valid])
+    if size % stride == 0:
+        torch.testing.assert_close(back, along(mirrored).flip(dim).movedim(dim, -1))
     with pytest.raises(ValueError, match="does not cover"):
-        unflip_mask_logits(mirrored, width + stride, stride)
+        unflip_mask_logits(along(mirrored), size + stride, stride, dim=dim)
 
 
 def test_match_slots_recovers_a_permutation():
@@ -63,7 +71,18 @@ class BoxedFake(FakeVisTR):
         return out
 
 
-@pytest.mark.parametrize("augmentations", [["hflip"], ["reverse"], ["hflip", "reverse"]])
+@pytest.mark.parametrize(
+    "augmentations",
+    [
+        ["hflip"],
+        ["reverse"],
+        ["hflip", "reverse"],
+        ["vflip", "reverse"],
+        ["hflip", "vflip"],
+        ["transpose", "reverse"],
+        ["hflip", "vflip", "transpose"],
+    ],
+)
 def test_augmented_passes_of_an_equivariant_model_average_to_the_plain_pass(augmentations):
     """The fake model is equivariant up to a permutation of its slots (set by where object 0 starts): every
     augmented pass, mapped back and matched, is the plain pass, so their average is too. Averaging slots by
@@ -122,7 +141,7 @@ def test_the_predictor_runs_every_pass_and_keeps_the_tracks():
             assert_same_square(rle, video, track.label, frame)
 
 
-@pytest.mark.parametrize("bad", [["vflip"], ["hflip", "hflip"]])
+@pytest.mark.parametrize("bad", [["rot90"], ["hflip", "hflip"]])
 def test_unknown_or_repeated_augmentations_raise(bad):
     with pytest.raises(ValueError, match="tta must list distinct augmentations"):
         VideoPredictor(FakeVisTR(num_frames=T), PostProcessVideo(), tta=bad)

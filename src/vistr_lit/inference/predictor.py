@@ -46,10 +46,11 @@ class VideoPredictor:
         classes_per_track: results entries per track (:meth:`results`): 1 (the original) gives the track's
             most frequent frame class; c > 1 gives its c best classes by mean class probability, each scored
             by that probability (not in the paper; Mask2Former-VIS ranks (query, class) pairs the same way).
-        tta: not in the paper: test-time augmentations, a subset of ``["hflip", "reverse"]``. Each window also
-            runs mirrored left to right and/or played backwards (every combination: 2^k passes, 2^k times the
-            model time), and the passes' matched slots are averaged
-            (:func:`~vistr_lit.inference.tta.tta_outputs`). Empty (the original): one plain pass.
+        tta: not in the paper: test-time augmentations, a subset of ``["hflip", "vflip", "transpose",
+            "reverse"]``. Each window also runs mirrored left to right, top to bottom, transposed and/or
+            played backwards (every combination: 2^k passes, 2^k times the model time), and the passes'
+            matched slots are averaged (:func:`~vistr_lit.inference.tta.tta_outputs`). Empty (the
+            original): one plain pass.
     """
 
     def __init__(
