@@ -14,6 +14,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import Timer
 from torch import Tensor
 
 from vistr_lit.evaluation import YTVISVideoAP
@@ -58,7 +59,9 @@ class VisTRLitModule(L.LightningModule):
         criterion: ``eos_coef``, ``{ce,bbox,giou,mask,dice}_weight``, ``mask_loss_resolution``,
             ``normalizer``.
         optim: ``lr``, ``lr_backbone``, ``weight_decay``, ``schedule`` (step | cosine), ``lr_drop`` (epochs),
-            ``gamma``, ``warmup_steps``.
+            ``gamma``, ``warmup_steps`` and, optionally, ``anneal_within_max_time`` (not in the paper): the
+            cosine's progress is the larger of its step fraction and the fraction of the trainer's
+            ``max_time`` spent, so a run that the ``max_time`` guard ends early still ends annealed.
         postprocess: ``PostProcessVideo`` keyword arguments.
         predictor: ``VideoPredictor`` keyword arguments (``overlap``, ``match_iou``, ``first_window_only``).
         category_ids: the dataset's category ids, in contiguous class-index order (K of them).
@@ -102,6 +105,7 @@ class VisTRLitModule(L.LightningModule):
         self.val_metric: YTVISVideoAP | None = None  # needs the validation ground truth: see `setup`
         self.val_results: list[dict] = []  # this rank's results entries of the last validation
         self.nonfinite_message: str | None = None
+        self.time_progress = 0.0  # fraction of the trainer's max_time spent (anneal_within_max_time)
 
     # ------------------------------------------------------------------ set-up
     def setup(self, stage: str) -> None:
@@ -118,6 +122,21 @@ class VisTRLitModule(L.LightningModule):
     def forward(self, frames: Tensor, pad_mask: Tensor | None = None) -> dict:
         """frames ``[B, T, 3, H, W]``, pad_mask ``[B, H, W]`` → the VisTR output dict (docs/interfaces.md)."""
         return self.model(frames, pad_mask)
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        if self.hparams.optim.get("anneal_within_max_time"):
+            self.time_progress = self._max_time_progress()
+
+    def _max_time_progress(self) -> float:
+        """Fraction of the trainer's ``max_time`` spent in training (0 without one), rank 0's on every rank
+        (the ranks' clocks differ slightly, and every rank must step with the same learning rate)."""
+        timer = next((c for c in self.trainer.callbacks if isinstance(c, Timer)), None)
+        remaining = None if timer is None else timer.time_remaining()
+        if remaining is None:
+            return 0.0
+        elapsed = timer.time_elapsed()
+        progress = min(1.0, elapsed / max(elapsed + remaining, 1e-9))
+        return float(self.trainer.strategy.broadcast(progress))
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor | None:
         """batch: ``frames [B, T, 3, Hp, Wp]``, ``pad_mask [B, Hp, Wp]``, ``targets`` (B dicts)."""
@@ -231,7 +250,7 @@ class VisTRLitModule(L.LightningModule):
         if optim["schedule"] == "step":
             return factor * optim["gamma"] ** (self.trainer.current_epoch // optim["lr_drop"])
         total = max(1, int(self.trainer.estimated_stepping_batches) - warmup)
-        progress = min(1.0, max(0, step - warmup) / total)
+        progress = max(min(1.0, max(0, step - warmup) / total), self.time_progress)
         return factor * 0.5 * (1.0 + math.cos(math.pi * progress))
 
     # ------------------------------------------------------------------ exact resumption
