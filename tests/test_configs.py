@@ -80,13 +80,16 @@ def test_quickstart_is_cpu_sized_and_time_guarded():
     assert cfg.clip.len == 2 and cfg.data.batch_size == 24  # 48 frames a step: beat T = 3 x 16 on two seeds
     assert cfg.trainer.accelerator == "cpu"
     assert cfg.trainer.max_time is not None
+    assert cfg.model.optim.anneal_within_max_time is True  # a slower machine still ends annealed
+    assert compose_train().model.optim.anneal_within_max_time is False  # the paper's rows: steps alone
     assert cfg.model.optim.lr_backbone == cfg.model.optim.lr  # trained from scratch
     assert cfg.data.synthvis.train_videos == 1000  # the 150-video default is memorised, not learned
     assert cfg.model.net.mask_fusion == "dot_product"  # the paper's head learns ~2x slower per minute
     assert cfg.model.net.mask_classifier == "clip"  # class corrections read from each slot's own masks
     assert cfg.model.net.mask_coords is True  # masks also read offsets from each query's own box
     assert compose_train(["model/mask_head=dot_product"]).model.net.mask_coords is False  # off by default
-    assert list(cfg.model.predictor.tta) == ["hflip"]  # evaluation averages each window with its mirror image
+    # evaluation averages each window with its mirror images (synthvis has no up and down)
+    assert list(cfg.model.predictor.tta) == ["hflip", "vflip"]
     assert list(compose_train([]).model.predictor.tta) == []  # off by default: one plain pass, as the paper
     # about half the quickstart's slots hold an object, against ~7 % of the paper's queries
     assert cfg.model.criterion.eos_coef == 1.0 > compose_train().model.criterion.eos_coef

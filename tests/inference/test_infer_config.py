@@ -28,5 +28,5 @@ def test_quickstart_frame_size_and_inference_overrides():
     cfg = compose_infer("+experiment=quickstart", "inference.overlap=2", "video_format=gif", "save_png=true")
     assert (cfg.inference.short_side, cfg.inference.max_size) == (112, 180)  # the preset's evaluation size
     assert cfg.inference.overlap == 2
-    assert list(cfg.inference.tta) == ["hflip"]  # the preset's test-time augmentation, as in its evaluation
+    assert list(cfg.inference.tta) == ["hflip", "vflip"]  # the preset's test-time augmentations, as its eval
     assert (cfg.video_format, cfg.save_png, cfg.save_video) == ("gif", True, True)
