@@ -80,8 +80,8 @@ def test_quickstart_is_cpu_sized_and_time_guarded():
     assert cfg.clip.len == 2 and cfg.data.batch_size == 24  # 48 frames a step: beat T = 3 x 16 on two seeds
     assert cfg.trainer.accelerator == "cpu"
     assert cfg.trainer.max_time is not None
-    assert cfg.model.optim.anneal_within_max_time is True  # a slower machine still ends annealed
-    assert compose_train().model.optim.anneal_within_max_time is False  # the paper's rows: steps alone
+    # the guard cuts the cosine over the epochs: annealing within it scored lower on a slower machine
+    assert cfg.model.optim.anneal_within_max_time is False
     assert cfg.model.optim.lr_backbone == cfg.model.optim.lr  # trained from scratch
     assert cfg.data.synthvis.train_videos == 1000  # the 150-video default is memorised, not learned
     assert cfg.model.net.mask_fusion == "dot_product"  # the paper's head learns ~2x slower per minute
