@@ -311,6 +311,7 @@ LEARNING_OVERRIDES = [
     "data.val_ann=train.json",  # validate on the training videos: fitting them is the evidence of learning
     "data.val_frames=train/JPEGImages",
     "data.hflip_prob=0",
+    "model.predictor.tta=[]",  # trained without flips: mirrored passes would see videos it never saw
     "data.photometric_prob=0",
     "data.clips_per_video=4",
     "model.optim.lr=1e-3",
