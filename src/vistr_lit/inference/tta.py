@@ -95,7 +95,8 @@ def _undo(
     stride: int,
 ) -> dict[str, Tensor]:
     """A pass's ``pred_logits``/``pred_masks``/``pred_boxes`` mapped back onto the plain window: its frames
-    put back in order, then its mirror image undone (on the mask logits, before any sigmoid)."""
+    put back in order, its transposition and then its mirror images undone (on the mask logits, before any
+    sigmoid); ``frame_size`` is the plain window's (H, W)."""
     logits, masks, boxes = outputs["pred_logits"], outputs["pred_masks"].float(), outputs["pred_boxes"]
     # reversed: frame t of the pass is frame T-1-t of the window, so q = t·N + i is put back in order in t
     if "reverse" in augmentations:
