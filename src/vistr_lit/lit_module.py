@@ -135,7 +135,8 @@ class VisTRLitModule(L.LightningModule):
         if remaining is None:
             return 0.0
         elapsed = timer.time_elapsed()
-        progress = min(1.0, elapsed / max(elapsed + remaining, 1e-9))
+        budget = elapsed + remaining  # the trainer's max_time
+        progress = min(1.0, elapsed / budget) if budget > 0 else 1.0
         return float(self.trainer.strategy.broadcast(progress))
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor | None:

@@ -104,9 +104,8 @@ def test_augmented_passes_of_an_equivariant_model_average_to_the_plain_pass(augm
 def test_passes_that_disagree_are_averaged():
     """An object that only the plain pass finds keeps half its class probability and mask probability."""
     model = FakeVisTR(num_frames=T)
-    nothing = torch.tensor(
-        [-5.0] * model.num_classes + [5.0]
-    )  # class logits of an empty slot (no-object last)
+    # class logits of an empty slot (no-object last)
+    nothing = torch.tensor([-5.0] * model.num_classes + [5.0])
     empty_mask = -10.0
 
     def plain_only(clips):
