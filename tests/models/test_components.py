@@ -133,6 +133,21 @@ def test_channels_last_backbone_computes_the_same_features():
         torch.testing.assert_close(ours, reference, atol=1e-4, rtol=1e-4)
 
 
+def test_padding_does_not_promote_the_backbone_out_of_bf16_autocast():
+    """A padded batch runs like an unpadded one under bf16 autocast: the float32 valid masks must not turn the
+    residual stream into float32."""
+    torch.manual_seed(0)
+    backbone = Backbone("resnet10", dilation=True, norm="batch", width=8).eval()  # the quickstart's
+    frames = torch.randn(2, 3, 50, 70)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        padded, stem = backbone(frames, torch.tensor([[50, 70], [40, 52]]), return_stem=True)
+        plain = backbone(frames)
+    assert [f.dtype for f in padded] == [f.dtype for f in plain] == [torch.bfloat16] * 4
+    assert stem.dtype == torch.bfloat16
+    for ours, reference in zip(padded, plain):  # the first clip is not padded: the same features
+        torch.testing.assert_close(ours[0], reference[0], atol=0, rtol=0)
+
+
 def test_dilated_basic_block_stage_keeps_the_weights_and_dilates_like_torchvision():
     """DC5 on a BasicBlock ResNet: same parameters as the strided one; layer4 at stride 1, the first
     block's first conv undilated and every later 3×3 conv dilated by 2 (torchvision's Bottleneck rule)."""

@@ -73,15 +73,15 @@ def keep_mask(
 
 
 def zero_padding(x: Tensor, keep: Tensor | None) -> Tensor:
-    """``x * keep`` (``keep`` broadcast over channels and any time axis), or ``x`` when ``keep`` is None.
+    """``x * keep`` in ``x``'s dtype (``keep`` broadcast over channels and any time axis), or ``x`` when ``keep``
+    is None.
 
-    The product has PyTorch's promoted dtype, as ``x * keep``, but both factors are cast to it first: under
-    bf16 autocast a bf16 ``x`` times a float32 ``keep`` otherwise runs a mixed-dtype kernel several times
-    slower than the cast and the float32 product together (the same values)."""
+    ``keep`` holds only 0 and 1, exact in any dtype, so it is cast to ``x``'s: under bf16 autocast a float32
+    ``keep`` would otherwise promote the product, and with it a backbone's whole residual stream, to float32
+    (a padded batch then runs slower than an unpadded one, with float32 copies before every convolution)."""
     if keep is None:
         return x
-    dtype = torch.promote_types(x.dtype, keep.dtype)
-    return x.to(dtype) * keep.to(dtype)
+    return x * keep.to(x.dtype)
 
 
 def masked_group_norm(x: Tensor, norm: nn.GroupNorm, keep: Tensor | None) -> Tensor:
