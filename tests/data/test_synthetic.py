@@ -55,6 +55,16 @@ def test_deterministic_for_a_seed(tmp_path):
     assert tree_digest(a) == tree_digest(b) != tree_digest(c)
 
 
+def test_parallel_generation_writes_the_same_files(tmp_path):
+    """Videos rendered by two processes (the default for large splits) are the ones one process writes."""
+    serial = generate_synthvis(tmp_path / "serial", SynthvisConfig(**SMALL), workers=1)
+    parallel = generate_synthvis(tmp_path / "parallel", SynthvisConfig(**SMALL), workers=2)
+    assert tree_digest(serial) == tree_digest(parallel)
+    assert len(json.loads((parallel / "train.json").read_text())["annotations"]) > SMALL["train_videos"]
+    with pytest.raises(ValueError, match="workers must be >= 1"):
+        generate_synthvis(tmp_path / "none", SynthvisConfig(**SMALL), workers=0)
+
+
 def test_more_training_videos_leave_the_validation_split_unchanged(tmp_path):
     """Each video depends only on (seed, split, index): a larger training split (the quickstart's) adds
     training videos, keeps the first ones and scores against the very same validation split."""

@@ -48,8 +48,14 @@ def main(argv: list[str] | None = None) -> None:
                 type=type(getattr(defaults, f.name)),
                 default=getattr(defaults, f.name),
             )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="processes rendering the videos (default: one per available core; the output is the same)",
+    )
     args = vars(parser.parse_args(argv))
-    out = args.pop("out")
+    out, workers = args.pop("out"), args.pop("workers")
     try:
         cfg = SynthvisConfig(**args)
     except ValueError as err:
@@ -59,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
             ensure_synthvis(out, **args)
             print(f"synthvis already present in {out} with these parameters: nothing to do")
             return
-        generate_synthvis(out, cfg)
+        generate_synthvis(out, cfg, workers)
     except (ValueError, FileExistsError) as err:
         sys.exit(f"error: {err}")
     print(f"synthvis written to {out}: {cfg.train_videos} train / {cfg.valid_videos} valid, seed {cfg.seed}")

@@ -9,10 +9,13 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import shutil
 import tempfile
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +27,8 @@ FORMAT_VERSION = 1
 STAMP_FILE = "synthvis.json"
 SPLITS = ("train", "valid")
 DATASET_DIR_MODE = 0o755
+VIDEOS_PER_WORKER = 64  # below this a process costs more than it saves
+CHUNKS_PER_WORKER = 4  # videos go to the workers in this many chunks each
 
 
 @dataclass(frozen=True)
@@ -74,44 +79,70 @@ def mask_bbox(mask: np.ndarray) -> list[float]:
     return [float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1), float(ys.max() - ys.min() + 1)]
 
 
-def _write_split(out: Path, split: str, count: int, cfg: SynthvisConfig) -> dict:
-    split_code = SPLITS.index(split)
-    videos, annotations = [], []
-    for index in range(count):
-        rng = np.random.default_rng([cfg.seed, split_code, index])  # a video does not depend on the others
-        height, width = cfg.sizes[int(rng.integers(len(cfg.sizes)))]
-        length = int(rng.integers(cfg.min_length, cfg.max_length + 1))
-        num_objects = int(rng.integers(cfg.min_objects, cfg.max_objects + 1))
-        frames, tracks = render_video(
-            rng, height, width, length, num_objects, cfg.cross_prob, cfg.enter_leave_prob
+def _write_video(out: Path, split: str, index: int, cfg: SynthvisConfig) -> tuple[dict, list[dict]]:
+    """Render video ``index`` of ``split``, write its frames, and return its ``videos`` entry and its
+    annotations (without ids: they are numbered across the split)."""
+    # a video depends only on (seed, split, index), not on the others
+    rng = np.random.default_rng([cfg.seed, SPLITS.index(split), index])
+    height, width = cfg.sizes[int(rng.integers(len(cfg.sizes)))]
+    length = int(rng.integers(cfg.min_length, cfg.max_length + 1))
+    num_objects = int(rng.integers(cfg.min_objects, cfg.max_objects + 1))
+    frames, tracks = render_video(
+        rng, height, width, length, num_objects, cfg.cross_prob, cfg.enter_leave_prob
+    )
+    video_id = index + 1
+    folder = f"{split}{video_id:04d}"
+    file_names = [f"{folder}/{t * cfg.frame_step:05d}.jpg" for t in range(length)]
+    (out / split / "JPEGImages" / folder).mkdir(parents=True)
+    for name, frame in zip(file_names, frames):
+        Image.fromarray(frame).save(out / split / "JPEGImages" / name, quality=cfg.jpeg_quality)
+    video = {"id": video_id, "width": width, "height": height, "length": length, "file_names": file_names}
+    annotations = []
+    for track in tracks:
+        present = [bool(m.any()) for m in track.masks]
+        annotations.append(
+            {
+                "video_id": video_id,
+                "category_id": track.category + 1,
+                "iscrowd": 0,
+                "height": height,
+                "width": width,
+                "length": 1,  # as in the published YouTube-VIS 2019 files
+                "segmentations": [
+                    encode_uncompressed_rle(m) if p else None for m, p in zip(track.masks, present)
+                ],
+                "bboxes": [mask_bbox(m) if p else None for m, p in zip(track.masks, present)],
+                "areas": [float(m.sum()) if p else None for m, p in zip(track.masks, present)],
+            }
         )
-        video_id = index + 1
-        folder = f"{split}{video_id:04d}"
-        file_names = [f"{folder}/{t * cfg.frame_step:05d}.jpg" for t in range(length)]
-        (out / split / "JPEGImages" / folder).mkdir(parents=True)
-        for name, frame in zip(file_names, frames):
-            Image.fromarray(frame).save(out / split / "JPEGImages" / name, quality=cfg.jpeg_quality)
-        videos.append(
-            {"id": video_id, "width": width, "height": height, "length": length, "file_names": file_names}
-        )
-        for track in tracks:
-            present = [bool(m.any()) for m in track.masks]
-            annotations.append(
-                {
-                    "id": len(annotations) + 1,
-                    "video_id": video_id,
-                    "category_id": track.category + 1,
-                    "iscrowd": 0,
-                    "height": height,
-                    "width": width,
-                    "length": 1,  # as in the published YouTube-VIS 2019 files
-                    "segmentations": [
-                        encode_uncompressed_rle(m) if p else None for m, p in zip(track.masks, present)
-                    ],
-                    "bboxes": [mask_bbox(m) if p else None for m, p in zip(track.masks, present)],
-                    "areas": [float(m.sum()) if p else None for m, p in zip(track.masks, present)],
-                }
+    return video, annotations
+
+
+def _auto_workers(count: int) -> int:
+    """Processes for ``count`` videos: one per available core, none beyond one per ``VIDEOS_PER_WORKER``."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(cores, count // VIDEOS_PER_WORKER))
+
+
+def _write_split(out: Path, split: str, count: int, cfg: SynthvisConfig, workers: int | None = None) -> dict:
+    workers = _auto_workers(count) if workers is None else workers
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1 (or None: one per core), got {workers}")
+    if workers == 1 or count == 0:
+        rendered = [_write_video(out, split, index, cfg) for index in range(count)]
+    else:  # videos are independent and rendered in order of index: the same files and json as one process
+        methods = multiprocessing.get_all_start_methods()
+        context = multiprocessing.get_context("fork" if "fork" in methods else None)  # fork: no re-import
+        with ProcessPoolExecutor(workers, mp_context=context) as pool:
+            chunk = max(1, count // (CHUNKS_PER_WORKER * workers))
+            rendered = list(
+                pool.map(partial(_write_video, out, split, cfg=cfg), range(count), chunksize=chunk)
             )
+    videos, annotations = [], []
+    for video, tracks in rendered:
+        videos.append(video)
+        for track in tracks:
+            annotations.append({"id": len(annotations) + 1, **track})
     info = {"description": f"synthvis {split}", "version": FORMAT_VERSION, "seed": cfg.seed}
     categories = [
         {"id": k + 1, "name": name, "supercategory": "shape"} for k, (name, _, _) in enumerate(CATEGORIES)
@@ -127,15 +158,18 @@ def _write_split(out: Path, split: str, count: int, cfg: SynthvisConfig) -> dict
     return ann
 
 
-def generate_synthvis(out: str | Path, cfg: SynthvisConfig | None = None) -> Path:
-    """Write the dataset into ``out`` (which must not exist or be empty) and a stamp of its parameters."""
+def generate_synthvis(out: str | Path, cfg: SynthvisConfig | None = None, workers: int | None = None) -> Path:
+    """Write the dataset into ``out`` (which must not exist or be empty) and a stamp of its parameters.
+
+    ``workers``: processes that render and write the videos (None: one per available core, for splits of at
+    least ``VIDEOS_PER_WORKER`` videos each); the output does not depend on it."""
     cfg = cfg or SynthvisConfig()
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} exists and is not empty; choose another --out or delete it")
     out.mkdir(parents=True, exist_ok=True)
     for split, count in zip(SPLITS, (cfg.train_videos, cfg.valid_videos)):
-        _write_split(out, split, count, cfg)
+        _write_split(out, split, count, cfg, workers)
     (out / STAMP_FILE).write_text(json.dumps({"format_version": FORMAT_VERSION, **_stamp(cfg)}, indent=1))
     return out
 
@@ -146,8 +180,10 @@ def _stamp(cfg: SynthvisConfig) -> dict:
     return params
 
 
-def ensure_synthvis(root: str | Path, **params) -> Path:
+def ensure_synthvis(root: str | Path, workers: int | None = None, **params) -> Path:
     """Generate synthvis into ``root`` unless it is already there with the same parameters.
+
+    ``params`` are :class:`SynthvisConfig`'s; ``workers`` as for :func:`generate_synthvis`.
 
     Generation goes to a temporary sibling folder renamed into place, so concurrent callers (DDP ranks,
     DataLoader workers) never see a half-written dataset. Raises if ``root`` holds a dataset made with
@@ -160,7 +196,7 @@ def ensure_synthvis(root: str | Path, **params) -> Path:
         root.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
         try:
-            generate_synthvis(tmp, cfg)
+            generate_synthvis(tmp, cfg, workers)
             tmp.chmod(DATASET_DIR_MODE)  # mkdtemp makes it owner-only; the dataset is meant to be shared
             try:
                 os.rename(tmp, root)  # atomic; fails if another process finished first

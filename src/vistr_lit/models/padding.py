@@ -73,8 +73,8 @@ def keep_mask(
 
 
 def zero_padding(x: Tensor, keep: Tensor | None) -> Tensor:
-    """``x * keep`` in ``x``'s dtype (``keep`` broadcast over channels and any time axis), or ``x`` when ``keep``
-    is None.
+    """``x * keep`` in ``x``'s dtype (``keep`` broadcast over channels and any time axis), or ``x`` when
+    ``keep`` is None.
 
     ``keep`` holds only 0 and 1, exact in any dtype, so it is cast to ``x``'s: under bf16 autocast a float32
     ``keep`` would otherwise promote the product, and with it a backbone's whole residual stream, to float32
