@@ -21,10 +21,9 @@ $(STAMP): pyproject.toml
 install: $(STAMP)  ## create .venv and install vistr-lit with its dev tools
 
 # The quickstart as 2 DDP processes of 1 thread (batch 12 each: the preset's 24 clips of 2 frames a step),
-# ~1.3x the steps a minute of one 2-thread process: up to 62 epochs of 112 px frames (2,604 steps, 12-13 min
-# of training on the idle 2-core machine of the earlier rounds) instead of the preset's 46. The preset's
-# max_time guard (11 min 40 s) ends training earlier where they do not fit (at step ~1,550 on a 1.7x slower
-# machine).
+# ~1.3x the steps a minute of one 2-thread process: up to 62 epochs of 112 px frames (2,604 steps) instead of
+# the preset's 46. The preset's max_time guard (11 min 55 s) ends training earlier where they do not fit
+# (at step ~1,950 on a machine 1.5x slower than the earlier rounds').
 QUICKSTART_DDP := trainer=ddp trainer.accelerator=cpu trainer.devices=2 num_threads=1 \
 	data.batch_size=12 data.num_workers=0 trainer.max_epochs=62
 
