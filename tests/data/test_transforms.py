@@ -36,6 +36,30 @@ def test_geometry_is_drawn_once_per_clip():
     assert 0 < flipped < 30
 
 
+@pytest.mark.parametrize("vflip_prob", [0.0, 0.5])
+def test_vertical_flips_move_frames_and_masks_together(vflip_prob):
+    frames, masks = ramp_clip()
+    frames = frames.transpose(-1, -2).contiguous()  # a vertical ramp, the mask near the top
+    masks = masks.transpose(-1, -2).contiguous()
+    transform = build_train_transform(
+        scales=[],
+        crop_prescales=None,
+        crop_size=None,
+        hflip_prob=0,
+        photometric_prob=0,
+        vflip_prob=vflip_prob,
+    )
+    flipped = 0
+    for seed in range(30):
+        torch.manual_seed(seed)
+        out, out_masks = transform(frames, masks)
+        is_flipped = bool(out[0, 0, 0, 0] > out[0, 0, -1, 0])
+        assert torch.equal(out_masks, masks.flip(-2) if is_flipped else masks)
+        assert all(torch.equal(out[0], out[t]) for t in range(1, 4))
+        flipped += is_flipped
+    assert (0 < flipped < 30) if vflip_prob else flipped == 0
+
+
 def test_photometric_is_drawn_per_frame():
     frames, masks = ramp_clip(T=6)
     transform = build_train_transform(

@@ -158,6 +158,7 @@ class YTVISDataModule(L.LightningDataModule):
         crop_prob: float = 1.0,
         hflip_prob: float = 0.5,
         photometric_prob: float = 0.5,
+        vflip_prob: float = 0.0,
         eval_short_side: int | None = 300,
         eval_max_size: int | None = None,
         synthvis: dict | None = None,
@@ -179,6 +180,7 @@ class YTVISDataModule(L.LightningDataModule):
             crop_prob=crop_prob,
             hflip_prob=hflip_prob,
             photometric_prob=photometric_prob,
+            vflip_prob=vflip_prob,
         )
         self.eval_transform = build_eval_transform(eval_short_side, eval_max_size)
         self._train_data: YTVISData | None = None

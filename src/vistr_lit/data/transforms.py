@@ -141,14 +141,17 @@ def build_train_transform(
     crop_prob: float = 1.0,
     hflip_prob: float = 0.5,
     photometric_prob: float = 0.5,
+    vflip_prob: float = 0.0,
 ) -> ClipTransform:
     """The training transform. The defaults are the paper's R50 scales (crop, then short side 300, max 540).
 
     Geometry, drawn once per clip: with probability ``crop_prob``, a random ``crop_size=(min, max)`` crop
     measured on the frame resized to a short side in ``crop_prescales`` (None: on the frame as it is); then
     resize the short side to one of ``scales`` (long side <= ``max_size``); then a horizontal flip with
-    probability ``hflip_prob`` (flipping last is equivalent and cheapest). Photometric: SSD-style distortion,
-    drawn per frame, each op with probability ``photometric_prob`` (0 disables it).
+    probability ``hflip_prob`` and a vertical one with probability ``vflip_prob`` (not in the paper: for data
+    without an up and down, such as synthvis's rotating shapes; flipping last is equivalent and cheapest).
+    Photometric: SSD-style distortion, drawn per frame, each op with probability ``photometric_prob`` (0
+    disables it).
     """
     geometry: list[torch.nn.Module] = []
     if crop_size is not None and crop_prob > 0:
@@ -166,6 +169,8 @@ def build_train_transform(
         geometry.append(RandomShortSideResize(scales, max_size))
     if hflip_prob > 0:
         geometry.append(v2.RandomHorizontalFlip(hflip_prob))
+    if vflip_prob > 0:
+        geometry.append(v2.RandomVerticalFlip(vflip_prob))
     photometric = v2.RandomPhotometricDistort(p=photometric_prob) if photometric_prob > 0 else None
     return ClipTransform(geometry, photometric)
 
