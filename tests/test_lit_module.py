@@ -120,6 +120,23 @@ def test_cosine_progress_follows_the_max_time_budget_when_it_runs_ahead():
     assert module._lr_factor(100) == pytest.approx(0.0)
 
 
+def test_wsd_schedule_holds_the_peak_then_cools_down_to_zero():
+    module = make_module(schedule="wsd", warmup_steps=10, cooldown_fraction=0.25)
+    module._trainer = FakeTrainer(steps=110)  # 100 steps after the warm-up; the last 25 cool down
+    assert module._lr_factor(0) == pytest.approx(0.1)
+    assert module._lr_factor(50) == module._lr_factor(85) == pytest.approx(1.0)  # stable
+    assert module._lr_factor(85 + 4) == pytest.approx(1 - math.sqrt(4 / 25))  # 1 - sqrt cool-down
+    assert module._lr_factor(110) == pytest.approx(0.0)
+    module.time_progress = 0.9  # the max_time budget leads: the cool-down follows it
+    assert module._lr_factor(20) == pytest.approx(1 - math.sqrt(0.15 / 0.25))
+
+
+@pytest.mark.parametrize("fraction", [0.0, 1.5, None])
+def test_wsd_schedule_needs_a_cooldown_fraction(fraction):
+    with pytest.raises(ValueError, match="cooldown_fraction"):
+        make_module(schedule="wsd", cooldown_fraction=fraction)
+
+
 class FakeStrategy:
     def __init__(self):
         self.broadcasts = 0

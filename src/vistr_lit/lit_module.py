@@ -25,7 +25,7 @@ from vistr_lit.models.matcher import HungarianMatcher
 from vistr_lit.models.postprocess import PostProcessVideo
 from vistr_lit.models.vistr import MASK_BRANCH
 
-SCHEDULES = ("step", "cosine")
+SCHEDULES = ("step", "cosine", "wsd")
 LOSS_NAMES = ("loss_ce", "loss_bbox", "loss_giou", "loss_mask", "loss_dice")
 RNG_STATE_KEY = "vistr_rng_states"
 FUSED_ADAMW_DEVICES = ("cpu", "cuda")  # where torch.optim.AdamW(fused=True) runs
@@ -58,10 +58,13 @@ class VisTRLitModule(L.LightningModule):
         matcher: ``HungarianMatcher`` keyword arguments (``mode``, cost weights).
         criterion: ``eos_coef``, ``{ce,bbox,giou,mask,dice}_weight``, ``mask_loss_resolution``,
             ``normalizer``.
-        optim: ``lr``, ``lr_backbone``, ``weight_decay``, ``schedule`` (step | cosine), ``lr_drop`` (epochs),
-            ``gamma``, ``warmup_steps`` and, optionally, ``anneal_within_max_time`` (not in the paper): the
-            cosine's progress is the larger of its step fraction and the fraction of the trainer's
-            ``max_time`` spent, so a run that the ``max_time`` guard ends early still ends annealed.
+        optim: ``lr``, ``lr_backbone``, ``weight_decay``, ``schedule`` (step | cosine | wsd), ``lr_drop``
+            (epochs), ``gamma``, ``warmup_steps``, ``cooldown_fraction`` (wsd) and, optionally,
+            ``anneal_within_max_time`` (not in the paper): the schedule's progress is the larger of its step
+            fraction and the fraction of the trainer's ``max_time`` spent, so a run that the ``max_time``
+            guard ends early still ends annealed. ``wsd`` (warmup-stable-decay; Hägele et al. 2024, "Scaling
+            Laws and Compute-Optimal Training Beyond Fixed Training Durations"): the peak rate until the last
+            ``cooldown_fraction`` of the progress, then a (1 - sqrt) cool-down to 0.
         postprocess: ``PostProcessVideo`` keyword arguments.
         predictor: ``VideoPredictor`` keyword arguments (``overlap``, ``match_iou``, ``first_window_only``).
         category_ids: the dataset's category ids, in contiguous class-index order (K of them).
@@ -87,6 +90,9 @@ class VisTRLitModule(L.LightningModule):
             )
         if optim["schedule"] not in SCHEDULES:
             raise ValueError(f"optim.schedule must be one of {SCHEDULES}, got {optim['schedule']!r}")
+        cooldown = optim.get("cooldown_fraction")
+        if optim["schedule"] == "wsd" and not (isinstance(cooldown, float | int) and 0 < cooldown <= 1):
+            raise ValueError(f"optim.cooldown_fraction must be in (0, 1] for schedule wsd, got {cooldown!r}")
         self.save_hyperparameters()
         self.model = build_vistr(num_classes=len(category_ids), **net)
         num_aux_layers = net.get("dec_layers", 6) - 1 if net.get("aux_loss", True) else 0
@@ -252,6 +258,10 @@ class VisTRLitModule(L.LightningModule):
             return factor * optim["gamma"] ** (self.trainer.current_epoch // optim["lr_drop"])
         total = max(1, int(self.trainer.estimated_stepping_batches) - warmup)
         progress = max(min(1.0, max(0, step - warmup) / total), self.time_progress)
+        if optim["schedule"] == "wsd":
+            cooldown = optim["cooldown_fraction"]
+            into_cooldown = max(0.0, progress - (1.0 - cooldown)) / cooldown
+            return factor * (1.0 - math.sqrt(into_cooldown))
         return factor * 0.5 * (1.0 + math.cos(math.pi * progress))
 
     # ------------------------------------------------------------------ exact resumption
