@@ -21,11 +21,11 @@ $(STAMP): pyproject.toml
 install: $(STAMP)  ## create .venv and install vistr-lit with its dev tools
 
 # The quickstart as 2 DDP processes of 1 thread (batch 12 each: the preset's 24 clips of 2 frames a step),
-# ~1.3x the steps a minute of one 2-thread process: up to 62 epochs of 112 px frames (2,604 steps) instead of
+# ~1.3x the steps a minute of one 2-thread process: up to 70 epochs of 112 px frames (2,940 steps) instead of
 # the preset's 46. The preset's max_time guard (11 min 55 s) ends training earlier where they do not fit
-# (at step ~1,950 on a machine 1.5x slower than the earlier rounds').
+# (at step ~2,260 on the development machine, which then ran a step of bench_train_step in ~270 ms).
 QUICKSTART_DDP := trainer=ddp trainer.accelerator=cpu trainer.devices=2 num_threads=1 \
-	data.batch_size=12 data.num_workers=0 trainer.max_epochs=62
+	data.batch_size=12 data.num_workers=0 trainer.max_epochs=70
 
 train: $(STAMP)  ## train the quickstart model on synthvis (generated on first use) on both cores, then evaluate it
 	$(PY) -m vistr_lit.train +experiment=quickstart $(QUICKSTART_DDP)
