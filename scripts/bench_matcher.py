@@ -74,6 +74,7 @@ def main() -> None:
     parser.add_argument("--absent", type=float, default=0.1, help="fraction of absent instance-frames")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--points", type=int, default=12544, help="mask_loss_points of the 'points' rows")
     parser.add_argument(
         "--target-resolution-batch",
         type=int,
@@ -96,6 +97,8 @@ def main() -> None:
             tuple(args.target_size), args.aux_layers, args.absent,
         )  # fmt: skip
         resolution_kwargs = dict(mask_loss_resolution=resolution) if resolution else {}
+        if resolution == "points":
+            resolution_kwargs["mask_loss_points"] = args.points
         criterion = SetCriterion(args.classes, matcher, num_aux_layers=args.aux_layers, **resolution_kwargs)
 
         def step():
@@ -128,6 +131,8 @@ def main() -> None:
     )
     run("criterion fwd, 6 layers, masks at prediction res", b, HungarianMatcher(), "prediction", False)
     run("criterion fwd+bwd, 6 layers, masks at prediction res", b, HungarianMatcher(), "prediction", True)
+    run("criterion fwd, 6 layers, masks at points", b, HungarianMatcher(), "points", False)
+    run("criterion fwd+bwd, 6 layers, masks at points", b, HungarianMatcher(), "points", True)
     if args.target_resolution_batch:
         tb = args.target_resolution_batch
         run("criterion fwd, 6 layers, masks at target res", tb, HungarianMatcher(), "target", False)

@@ -10,7 +10,7 @@ from lightning.pytorch.callbacks import Timer
 from lightning.pytorch.trainer.states import RunningStage
 
 from vistr_lit.convert_checkpoint import default_hparams, save_lightning_checkpoint
-from vistr_lit.lit_module import VisTRLitModule, loss_weights
+from vistr_lit.lit_module import POINT_LOSS_KEYS, VisTRLitModule, loss_weights
 
 NET = dict(
     num_frames=2,
@@ -177,16 +177,22 @@ def test_loss_weights_cover_auxiliary_layers():
     assert make_module().criterion.weight_dict == loss_weights(default_hparams()["criterion"], 1)
 
 
-def test_focal_settings_reach_the_criterion_and_older_hparams_keep_the_defaults():
+def test_focal_and_point_settings_reach_the_criterion_and_older_hparams_keep_the_defaults():
     hparams = default_hparams()
     assert hparams["criterion"]["focal_alpha"] == 0.25 and hparams["criterion"]["focal_gamma"] == 2.0
     hparams["criterion"].update(focal_alpha=0.5, focal_gamma=1.0)
     module = VisTRLitModule(net=dict(NET), category_ids=[3, 7], category_names=["cat", "dog"], **hparams)
     assert (module.criterion.focal_alpha, module.criterion.focal_gamma) == (0.5, 1.0)
-    for key in ("focal_alpha", "focal_gamma"):  # hyper-parameters saved before these keys existed
+    points = dict(mask_loss_resolution="points", mask_loss_points=99, point_importance_ratio=0.0)
+    hparams["criterion"].update(points)
+    module = VisTRLitModule(net=dict(NET), category_ids=[3, 7], category_names=["cat", "dog"], **hparams)
+    assert (module.criterion.mask_loss_points, module.criterion.point_importance_ratio) == (99, 0.0)
+    hparams["criterion"]["mask_loss_resolution"] = "target"
+    for key in ("focal_alpha", "focal_gamma", *POINT_LOSS_KEYS):  # hparams saved before these keys existed
         del hparams["criterion"][key]
     module = VisTRLitModule(net=dict(NET), category_ids=[3, 7], category_names=["cat", "dog"], **hparams)
     assert (module.criterion.focal_alpha, module.criterion.focal_gamma) == (0.25, 2.0)
+    assert (module.criterion.point_oversample_ratio, module.criterion.point_importance_ratio) == (3.0, 0.75)
 
 
 def test_load_from_checkpoint_rebuilds_everything(tmp_path):

@@ -28,6 +28,7 @@ from vistr_lit.models.vistr import MASK_BRANCH
 SCHEDULES = ("step", "cosine", "wsd")
 LOSS_NAMES = ("loss_ce", "loss_bbox", "loss_giou", "loss_mask", "loss_dice")
 RNG_STATE_KEY = "vistr_rng_states"
+POINT_LOSS_KEYS = ("mask_loss_points", "point_oversample_ratio", "point_importance_ratio")
 FUSED_ADAMW_DEVICES = ("cpu", "cuda")  # where torch.optim.AdamW(fused=True) runs
 
 
@@ -56,7 +57,8 @@ class VisTRLitModule(L.LightningModule):
     Args:
         net: ``build_vistr`` keyword arguments except ``num_classes`` (taken from ``category_ids``).
         matcher: ``HungarianMatcher`` keyword arguments (``mode``, cost weights).
-        criterion: ``eos_coef``, ``{ce,bbox,giou,mask,dice}_weight``, ``mask_loss_resolution``,
+        criterion: ``eos_coef``, ``{ce,bbox,giou,mask,dice}_weight``, ``mask_loss_resolution`` (and for
+            ``"points"``: ``mask_loss_points``, ``point_oversample_ratio``, ``point_importance_ratio``),
             ``normalizer``.
         optim: ``lr``, ``lr_backbone``, ``weight_decay``, ``schedule`` (step | cosine | wsd), ``lr_drop``
             (epochs), ``gamma``, ``warmup_steps``, ``cooldown_fraction`` (wsd) and, optionally,
@@ -104,7 +106,7 @@ class VisTRLitModule(L.LightningModule):
             mask_loss_resolution=criterion["mask_loss_resolution"],
             normalizer=criterion["normalizer"],
             # checkpoints saved before these keys existed used SetCriterion's defaults (the original's)
-            **{k: criterion[k] for k in ("focal_alpha", "focal_gamma") if k in criterion},
+            **{k: criterion[k] for k in ("focal_alpha", "focal_gamma", *POINT_LOSS_KEYS) if k in criterion},
         )
         self.postprocess = PostProcessVideo(**postprocess)
         self.predictor = VideoPredictor(self.model, self.postprocess, **predictor)

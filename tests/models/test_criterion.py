@@ -136,14 +136,20 @@ def test_perfect_boxes_give_zero_box_losses():
     assert losses["loss_giou"].item() == pytest.approx(0.0, abs=1e-5)
 
 
-@pytest.mark.parametrize("resolution", ["target", "prediction"])
+POINTS = {"mask_loss_points": 64}  # the "points" resolution's settings in these tests
+
+
+def _criterion(matcher, resolution, **kwargs):
+    points = POINTS if resolution == "points" else {}
+    return SetCriterion(NUM_CLASSES, matcher, mask_loss_resolution=resolution, **points, **kwargs)
+
+
+@pytest.mark.parametrize("resolution", ["target", "prediction", "points"])
 @pytest.mark.parametrize("instances", [(0, 0), (0, 2)], ids=["no-instances", "one-empty-clip"])
 def test_finite_with_zero_instances_and_gradients_flow(resolution, instances):
     outputs = make_outputs(4, aux_masks=(True, True))
     targets = make_targets(4, instances=instances, absent=0.5)
-    criterion = SetCriterion(
-        NUM_CLASSES, HungarianMatcher(), num_aux_layers=2, mask_loss_resolution=resolution
-    )
+    criterion = _criterion(HungarianMatcher(), resolution, num_aux_layers=2)
     losses = criterion(outputs, targets)
     assert all(torch.isfinite(v) for v in losses.values())
     if sum(instances) == 0:
@@ -198,6 +204,29 @@ def test_mask_losses_at_both_resolutions_on_predictions_that_fit_the_grid():
     assert wrong(outputs, [flipped])["loss_dice"].item() > 0.3
 
 
+def test_point_losses_estimate_the_full_resolution_losses():
+    """Uniform points (importance 0) are an unbiased sample of the "target" losses' pixels: with many points
+    both agree closely; Mask2Former's importance sampling weighs the uncertain pixels more, so it differs."""
+    outputs = make_outputs(9, aux_layers=0)
+    targets = make_targets(9, absent=0.0)
+    full = _criterion(HungarianMatcher(), "target", num_aux_layers=0)(outputs, targets)
+    torch.manual_seed(0)
+    uniform = SetCriterion(
+        NUM_CLASSES,
+        HungarianMatcher(),
+        num_aux_layers=0,
+        mask_loss_resolution="points",
+        mask_loss_points=20_000,
+        point_importance_ratio=0.0,
+    )(outputs, targets)
+    for name in ("loss_mask", "loss_dice"):
+        torch.testing.assert_close(uniform[name], full[name], rtol=0.02, atol=0)
+    important = _criterion(HungarianMatcher(), "points", num_aux_layers=0)(outputs, targets)
+    assert abs(important["loss_mask"] - full["loss_mask"]) > 0.05 * full["loss_mask"]
+    important["loss_mask"].backward()
+    assert outputs["pred_masks"].grad.abs().sum() > 0
+
+
 def test_bad_inputs_raise():
     criterion = SetCriterion(NUM_CLASSES, HungarianMatcher())
     outputs = make_outputs(7)
@@ -207,6 +236,10 @@ def test_bad_inputs_raise():
         SetCriterion(NUM_CLASSES + 1, HungarianMatcher())(outputs, make_targets(7))
     with pytest.raises(ValueError, match="losses"):
         SetCriterion(NUM_CLASSES, HungarianMatcher(), losses=("labels", "cardinality"))
+    with pytest.raises(ValueError, match="'points' needs mask_loss_points > 0, got None"):
+        SetCriterion(NUM_CLASSES, HungarianMatcher(), mask_loss_resolution="points")
+    with pytest.raises(ValueError, match="point_importance_ratio in"):
+        SetCriterion(NUM_CLASSES, HungarianMatcher(), point_importance_ratio=1.5)
 
 
 def _ddp_worker(rank, world_size, tmp_path):
@@ -238,7 +271,7 @@ def test_normalizer_is_averaged_over_ranks(tmp_path):
     assert [float((tmp_path / f"{rank}.txt").read_text()) for rank in range(2)] == [7.5, 7.5]
 
 
-@pytest.mark.parametrize("resolution", ["target", "prediction"])
+@pytest.mark.parametrize("resolution", ["target", "prediction", "points"])
 def test_mask_losses_ignore_the_batch_padding(resolution):
     """A clip padded from 12x8 to the 12x16 canvas: whatever is predicted on the padding (beyond the grid
     cell next to the border, which bilinear upsampling mixes in) leaves the mask losses unchanged, and they
@@ -247,14 +280,14 @@ def test_mask_losses_ignore_the_batch_padding(resolution):
     target = make_targets(8, instances=(2,), absent=0.0)[0]
     target["masks"][..., 8:] = False  # the collate's padding is background
     target["size"] = torch.tensor([12, 8])
-    criterion = SetCriterion(
-        NUM_CLASSES, HungarianMatcher(), num_aux_layers=0, mask_loss_resolution=resolution
-    )
+    criterion = _criterion(HungarianMatcher(), resolution, num_aux_layers=0)
+    torch.manual_seed(0)
     losses = criterion(outputs, [target])
-    first_ignored = 3 if resolution == "target" else 2  # grid column 2 covers pixels 8-11
+    first_ignored = 2 if resolution == "prediction" else 3  # grid column 2 covers pixels 8-11
     changed = {k: v.detach().clone() for k, v in outputs.items() if k != "aux_outputs"}
     changed["pred_masks"][..., first_ignored:] = 30.0  # confident foreground on the padding
     changed["aux_outputs"] = []
+    torch.manual_seed(0)  # the same points
     again = criterion(changed, [target])
     for name in ("loss_mask", "loss_dice"):
         assert torch.allclose(losses[name], again[name]), name

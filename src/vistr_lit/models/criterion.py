@@ -16,6 +16,7 @@ from vistr_lit.ops.losses import (
     resize_mask_targets,
     valid_mask_region,
 )
+from vistr_lit.ops.point_sampling import point_labels, point_sample, uncertain_points
 
 LOSS_NAMES = {
     "labels": ("loss_ce",),
@@ -26,6 +27,10 @@ LOSS_NAMES = {
 PAPER_WEIGHTS = {"loss_ce": 1.0, "loss_bbox": 5.0, "loss_giou": 2.0, "loss_mask": 1.0, "loss_dice": 1.0}
 # The original's decoder has 6 layers: 5 auxiliary outputs.
 DEFAULT_NUM_AUX_LAYERS = 5
+MASK_LOSS_RESOLUTIONS = ("target", "prediction", "points")
+# Mask2Former's point sampling: 3 candidates a point, 3/4 of the points where the prediction is least certain
+POINT_OVERSAMPLE_RATIO = 3.0
+POINT_IMPORTANCE_RATIO = 0.75
 
 
 def default_weight_dict(num_aux_layers: int = DEFAULT_NUM_AUX_LAYERS) -> dict[str, float]:
@@ -44,7 +49,11 @@ class SetCriterion(nn.Module):
     - `loss_bbox` (L1 summed over coordinates) and `loss_giou` (1 - GIoU): Σ over matched pairs / normalizer.
     - `loss_mask` (sigmoid focal, mean over pixels) and `loss_dice`, summed over matched pairs / normalizer.
       `mask_loss_resolution="target"` upsamples predictions bilinearly (align_corners=False) to the padded
-      target size (the original); `"prediction"` area-averages targets down to the prediction size (cheaper).
+      target size (the original); `"prediction"` area-averages targets down to the prediction size (cheaper);
+      `"points"` (not in the paper: PointRend / Mask2Former) takes both losses on `mask_loss_points` points
+      per mask of the target canvas, `point_importance_ratio` of them the most uncertain of
+      `point_oversample_ratio` times as many uniform candidates, the rest uniform: the `"target"` losses on
+      K pixels instead of all (the prediction sampled bilinearly, each point labelled by its target pixel).
     - Normalizer: `"visible"` counts visible instance-frames (Σ valid) in the batch; `"all_frames"` (the
       original) counts M·T per clip including absent frames. It is summed over DDP ranks and divided by the
       world size when `torch.distributed` is initialized, then clamped to ≥ 1.
@@ -70,9 +79,12 @@ class SetCriterion(nn.Module):
         losses: Sequence[str] = ("labels", "boxes", "masks"),
         focal_alpha: float = 0.25,
         focal_gamma: float = 2.0,
-        mask_loss_resolution: Literal["target", "prediction"] = "target",
+        mask_loss_resolution: Literal["target", "prediction", "points"] = "target",
         normalizer: Literal["visible", "all_frames"] = "visible",
         num_aux_layers: int = DEFAULT_NUM_AUX_LAYERS,
+        mask_loss_points: int | None = None,
+        point_oversample_ratio: float = POINT_OVERSAMPLE_RATIO,
+        point_importance_ratio: float = POINT_IMPORTANCE_RATIO,
     ):
         super().__init__()
         unknown = set(losses) - set(LOSS_NAMES)
@@ -80,9 +92,20 @@ class SetCriterion(nn.Module):
             raise ValueError(
                 f"SetCriterion losses={list(losses)}; expected a non-empty subset of {list(LOSS_NAMES)}"
             )
-        if mask_loss_resolution not in ("target", "prediction"):
+        if mask_loss_resolution not in MASK_LOSS_RESOLUTIONS:
             raise ValueError(
-                f"mask_loss_resolution={mask_loss_resolution!r}; expected 'target' or 'prediction'"
+                f"mask_loss_resolution={mask_loss_resolution!r}; expected one of {MASK_LOSS_RESOLUTIONS}"
+            )
+        if mask_loss_resolution == "points" and not (
+            isinstance(mask_loss_points, int) and mask_loss_points > 0
+        ):
+            raise ValueError(
+                f"mask_loss_resolution='points' needs mask_loss_points > 0, got {mask_loss_points!r}"
+            )
+        if point_oversample_ratio < 1 or not 0 <= point_importance_ratio <= 1:
+            raise ValueError(
+                f"need point_oversample_ratio >= 1 and point_importance_ratio in [0, 1], got "
+                f"{point_oversample_ratio}, {point_importance_ratio}"
             )
         if normalizer not in ("visible", "all_frames"):
             raise ValueError(f"normalizer={normalizer!r}; expected 'visible' or 'all_frames'")
@@ -95,6 +118,9 @@ class SetCriterion(nn.Module):
         self.losses = tuple(losses)
         self.focal_alpha, self.focal_gamma = focal_alpha, focal_gamma
         self.mask_loss_resolution = mask_loss_resolution
+        self.mask_loss_points = mask_loss_points
+        self.point_oversample_ratio = point_oversample_ratio
+        self.point_importance_ratio = point_importance_ratio
         self.normalizer = normalizer
         empty_weight = torch.ones(num_classes + 1)
         empty_weight[-1] = eos_coef
@@ -221,6 +247,8 @@ class SetCriterion(nn.Module):
         """`loss_mask` (focal) and `loss_dice` over matched pairs, each summed / normalizer; each pair's
         pixels are those of its clip's valid region (`valid_mask_region`: the batch padding is left out)."""
         pred_masks = outputs["pred_masks"]  # [B, Q, h, w]
+        if self.mask_loss_resolution == "points":
+            return self.loss_masks_at_points(pred_masks, targets, indices, normalizer)
         focal, dice = pred_masks.new_zeros(()), pred_masks.new_zeros(())
         for b, (query_idx, target_idx) in enumerate(
             indices
@@ -243,6 +271,37 @@ class SetCriterion(nn.Module):
             src, tgt = src[:, :rows, :cols].flatten(1), tgt[:, :rows, :cols].flatten(1)  # [P, L]
             focal = focal + focal_loss_per_mask(src, tgt, self.focal_alpha, self.focal_gamma).sum()
             dice = dice + dice_loss_per_mask(src, tgt).sum()
+        return {"loss_mask": focal / normalizer, "loss_dice": dice / normalizer}
+
+    def loss_masks_at_points(
+        self, pred_masks: Tensor, targets: list[dict], indices: MatchIndices, normalizer: Tensor
+    ) -> dict[str, Tensor]:
+        """`loss_mask` and `loss_dice` on `mask_loss_points` points per matched pair (``uncertain_points``
+        inside its clip's valid region), all pairs of the batch at once. ``pred_masks`` ``[B, Q, h, w]``;
+        every clip's target ``masks`` share the batch's padded canvas ``[M, T, Hp, Wp]``."""
+        batch_idx, query_idx = _flat_query_index(indices, pred_masks.device)
+        if len(query_idx) == 0:  # keep every head in the graph (DDP needs all gradients)
+            zero = 0 * pred_masks.sum()
+            return {"loss_mask": zero, "loss_dice": zero}
+        src = pred_masks[batch_idx, query_idx].float()  # [ΣP, h, w]
+        tgt = torch.cat(
+            [t["masks"].flatten(0, 1)[j.to(t["masks"].device)] for t, (_, j) in zip(targets, indices)]
+        ).to(src.device)  # [ΣP, Hp, Wp]
+        canvas = tuple(tgt.shape[-2:])
+        extent = torch.cat(  # the valid (x, y) fraction of the canvas, per pair
+            [
+                src.new_tensor(valid_mask_region(t, canvas)[::-1])
+                .div(src.new_tensor(canvas[::-1]))
+                .expand(len(j), -1)
+                for t, (_, j) in zip(targets, indices)
+            ]
+        )  # [ΣP, 2]
+        points = uncertain_points(
+            src, self.mask_loss_points, self.point_oversample_ratio, self.point_importance_ratio, extent
+        )  # [ΣP, K, 2]
+        logits, labels = point_sample(src, points), point_labels(tgt, points)  # [ΣP, K]
+        focal = focal_loss_per_mask(logits, labels, self.focal_alpha, self.focal_gamma).sum()
+        dice = dice_loss_per_mask(logits, labels).sum()
         return {"loss_mask": focal / normalizer, "loss_dice": dice / normalizer}
 
 
