@@ -2,9 +2,9 @@
 
 Points are ``(x, y)`` fractions of a mask's canvas in ``[0, 1]``, the convention of
 ``F.interpolate(..., align_corners=False)``: a prediction at any stride and its full-resolution target are
-sampled at the same places of the same canvas. A point's label is that of the pixel it falls in (Mask2Former
-interpolates the labels bilinearly too), so with uniform points a point loss is an unbiased estimate of the
-upsampled-prediction loss over every pixel.
+sampled at the same places of the same canvas. A point's label is that of the pixel it falls in
+(Mask2Former interpolates the labels bilinearly instead), so with uniform points a point loss is an unbiased
+estimate of the upsampled-prediction loss over every pixel.
 """
 
 import torch
