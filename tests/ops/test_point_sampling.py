@@ -27,7 +27,7 @@ def test_point_labels_read_the_pixel_a_point_falls_in():
     # as grid_sample's nearest pixel (align_corners=False), without turning bool masks into float
     inside = torch.rand(1, 500, 2, generator=torch.Generator().manual_seed(0))
     grid = (2 * inside - 1)[:, None]
-    nearest = torch.nn.functional.grid_sample(labels[:, None], grid, "nearest", align_corners=False)
+    nearest = F.grid_sample(labels[:, None], grid, "nearest", align_corners=False)
     assert torch.equal(point_labels(labels, inside), nearest[:, 0, 0])
     assert point_labels(labels > 5, points).dtype == torch.float32
 

@@ -288,14 +288,10 @@ class SetCriterion(nn.Module):
             [t["masks"].flatten(0, 1)[j.to(t["masks"].device)] for t, (_, j) in zip(targets, indices)]
         ).to(src.device)  # [ΣP, Hp, Wp]
         canvas = tuple(tgt.shape[-2:])
-        extent = torch.cat(  # the valid (x, y) fraction of the canvas, per pair
-            [
-                src.new_tensor(valid_mask_region(t, canvas)[::-1])
-                .div(src.new_tensor(canvas[::-1]))
-                .expand(len(j), -1)
-                for t, (_, j) in zip(targets, indices)
-            ]
-        )  # [ΣP, 2]
+        regions = [valid_mask_region(t, canvas) for t in targets]  # (rows, cols) per clip
+        fractions = src.new_tensor([(cols / canvas[1], rows / canvas[0]) for rows, cols in regions])  # B x 2
+        pairs = torch.tensor([len(j) for _, j in indices], device=src.device)
+        extent = fractions.repeat_interleave(pairs, dim=0)  # [ΣP, 2]: each pair's valid (x, y) fraction
         points = uncertain_points(
             src, self.mask_loss_points, self.point_oversample_ratio, self.point_importance_ratio, extent
         )  # [ΣP, K, 2]
