@@ -35,7 +35,7 @@ from vistr_lit.inference.visualize import OverlayWriter
 from vistr_lit.models import build_vistr
 from vistr_lit.models.postprocess import PostProcessVideo
 
-CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "src" / "vistr_lit" / "conf")
 EXPERIMENTS = {"quickstart": "quickstart", "r50": "vistr_r50"}
 NUM_CLASSES = 40  # YouTube-VIS 2019
 NUM_OBJECTS = 4

@@ -29,7 +29,7 @@ from vistr_lit.models.checkpoint_import import (
     load_checkpoint_file,
 )
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "conf"
+CONFIG_DIR = Path(__file__).resolve().parent / "conf"
 # Keys of a torchvision ResNet state dict that VisTR's backbone does not have (the classifier).
 RESNET_CLASSIFIER = ("fc.",)
 BACKBONE_PREFIX = "backbone.body."

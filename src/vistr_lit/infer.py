@@ -29,7 +29,7 @@ from vistr_lit.inference import (
 from vistr_lit.models.postprocess import PostProcessVideo
 
 log = logging.getLogger(__name__)
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "conf"
+CONFIG_DIR = Path(__file__).resolve().parent / "conf"
 RESULTS_FILE = "results.json"
 VIDEOS_FILE = "videos.json"  # video_id → input name, for inputs that have no annotation file
 AUTHORS_SUFFIX = ".pth"

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from vistr_lit.lit_module import NonFiniteLossError, VisTRLitModule
 
 log = logging.getLogger(__name__)
-CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")
 METRICS_FILE = "metrics.json"
 RESOLVED_CONFIG_FILE = "config_resolved.yaml"
 

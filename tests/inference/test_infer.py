@@ -17,7 +17,7 @@ from vistr_lit.infer import run_inference
 from vistr_lit.inference.video_io import InputError
 from vistr_lit.lit_module import VisTRLitModule
 
-CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "src" / "vistr_lit" / "conf")
 T, V = 4, 11  # V > 2T: three windows
 CATEGORY_IDS, CATEGORY_NAMES = [3, 7], ["cat", "dog"]
 FULL_MASK_LOGIT = 20.0
