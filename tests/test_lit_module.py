@@ -1,13 +1,9 @@
 """VisTRLitModule: optimizer groups and schedule as the paper writes them; hyper-parameters rebuild it."""
 
 import math
-import time
-from datetime import timedelta
 
 import pytest
 import torch
-from lightning.pytorch.callbacks import Timer
-from lightning.pytorch.trainer.states import RunningStage
 
 from vistr_lit.convert_checkpoint import default_hparams, save_lightning_checkpoint
 from vistr_lit.lit_module import POINT_LOSS_KEYS, VisTRLitModule, loss_weights
@@ -110,16 +106,6 @@ def test_cosine_schedule_with_warmup():
     assert module._lr_factor(110) == pytest.approx(0.0)
 
 
-def test_cosine_progress_follows_the_max_time_budget_when_it_runs_ahead():
-    module = make_module(schedule="cosine", warmup_steps=0)
-    module._trainer = FakeTrainer(steps=1000)
-    module.time_progress = 0.5  # half the max_time spent after 100 of 1,000 steps: time leads
-    assert module._lr_factor(100) == pytest.approx(0.5)
-    assert module._lr_factor(800) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.8)))  # steps lead
-    module.time_progress = 1.0
-    assert module._lr_factor(100) == pytest.approx(0.0)
-
-
 def test_wsd_schedule_holds_the_peak_then_cools_down_to_zero():
     module = make_module(schedule="wsd", warmup_steps=10, cooldown_fraction=0.25)
     module._trainer = FakeTrainer(steps=110)  # 100 steps after the warm-up; the last 25 cool down
@@ -127,42 +113,12 @@ def test_wsd_schedule_holds_the_peak_then_cools_down_to_zero():
     assert module._lr_factor(50) == module._lr_factor(85) == pytest.approx(1.0)  # stable
     assert module._lr_factor(85 + 4) == pytest.approx(1 - math.sqrt(4 / 25))  # 1 - sqrt cool-down
     assert module._lr_factor(110) == pytest.approx(0.0)
-    module.time_progress = 0.9  # the max_time budget leads: the cool-down follows it
-    assert module._lr_factor(20) == pytest.approx(1 - math.sqrt(0.15 / 0.25))
 
 
 @pytest.mark.parametrize("fraction", [0.0, 1.5, None])
 def test_wsd_schedule_needs_a_cooldown_fraction(fraction):
     with pytest.raises(ValueError, match="cooldown_fraction"):
         make_module(schedule="wsd", cooldown_fraction=fraction)
-
-
-class FakeStrategy:
-    def __init__(self):
-        self.broadcasts = 0
-
-    def broadcast(self, obj):
-        self.broadcasts += 1
-        return obj
-
-
-def test_max_time_progress_reads_the_trainers_timer_and_broadcasts_it():
-    module = make_module(schedule="cosine", anneal_within_max_time=True)
-    trainer = FakeTrainer()
-    trainer.strategy, trainer.callbacks = FakeStrategy(), []
-    module._trainer = trainer
-    module.on_train_batch_start(None, 0)
-    assert module.time_progress == 0.0  # no max_time: no Timer
-    timer = Timer(duration=timedelta(seconds=100))
-    timer._start_time[RunningStage.TRAINING] = time.monotonic() - 25.0
-    trainer.callbacks = [timer]
-    module.on_train_batch_start(None, 0)
-    assert module.time_progress == pytest.approx(0.25, abs=0.01)
-    assert trainer.strategy.broadcasts == 1  # rank 0's value: every rank steps with the same lr
-    module.hparams.optim["anneal_within_max_time"] = False
-    module.time_progress = 0.0
-    module.on_train_batch_start(None, 0)
-    assert module.time_progress == 0.0
 
 
 def test_unknown_schedule_is_rejected():

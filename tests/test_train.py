@@ -332,30 +332,6 @@ def test_short_training_lowers_the_loss(run):
     assert last < LOSS_DROP * first, (first, last)
 
 
-@pytest.mark.parametrize("anneal", [True, False])
-def test_a_run_that_max_time_ends_early_still_ends_annealed(run, anneal):
-    """With ``anneal_within_max_time`` the cosine follows the ``max_time`` budget: a run that the guard ends
-    after a few seconds, far short of its epochs, takes its last steps at a learning rate near 0; without
-    it, near the peak."""
-    overrides = [
-        *LEARNING_OVERRIDES,
-        "trainer.max_time=00:00:00:04",
-        "trainer.max_epochs=1000",
-        f"model.optim.anneal_within_max_time={anneal}",
-        "logger=csv",
-        "final_eval=false",
-    ]
-    _, out = run(overrides, name=f"anneal_{anneal}")
-    rows = list(csv.DictReader((out / "csv" / "metrics.csv").open()))
-    lrs = [float(r["lr-AdamW/transformer_heads"]) for r in rows if r.get("lr-AdamW/transformer_heads")]
-    peak = OmegaConf.load(out / "config_resolved.yaml").model.optim.lr
-    assert 3 < len(lrs) < 1000, len(lrs)  # the guard ended it, long before the schedule's last step
-    if anneal:
-        assert lrs[-1] < 0.15 * peak, (lrs[-3:], peak)
-    else:
-        assert lrs[-1] > 0.9 * peak, (lrs[-3:], peak)
-
-
 @pytest.mark.slow
 def test_short_training_learns_the_training_videos(run):
     """Learning, not just running: a short training fits the tiny training videos to a non-trivial AP."""

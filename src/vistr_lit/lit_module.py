@@ -14,7 +14,6 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Timer
 from torch import Tensor
 
 from vistr_lit.evaluation import YTVISVideoAP
@@ -61,12 +60,11 @@ class VisTRLitModule(L.LightningModule):
             ``"points"``: ``mask_loss_points``, ``point_oversample_ratio``, ``point_importance_ratio``),
             ``normalizer``.
         optim: ``lr``, ``lr_backbone``, ``weight_decay``, ``schedule`` (step | cosine | wsd), ``lr_drop``
-            (epochs), ``gamma``, ``warmup_steps``, ``cooldown_fraction`` (wsd) and, optionally,
-            ``anneal_within_max_time`` (not in the paper): the schedule's progress is the larger of its step
-            fraction and the fraction of the trainer's ``max_time`` spent, so a run that the ``max_time``
-            guard ends early still ends annealed. ``wsd`` (warmup-stable-decay; Hägele et al. 2024, "Scaling
-            Laws and Compute-Optimal Training Beyond Fixed Training Durations"): the peak rate until the last
-            ``cooldown_fraction`` of the progress, then a (1 - sqrt) cool-down to 0.
+            (epochs), ``gamma``, ``warmup_steps``, ``cooldown_fraction`` (wsd). ``cosine`` and ``wsd`` follow
+            the optimizer steps alone (the trainer's ``estimated_stepping_batches``), never the wall clock.
+            ``wsd`` (warmup-stable-decay; Hägele et al. 2024, "Scaling Laws and Compute-Optimal Training
+            Beyond Fixed Training Durations"): the peak rate until the last ``cooldown_fraction`` of the
+            steps, then a (1 - sqrt) cool-down to 0.
         postprocess: ``PostProcessVideo`` keyword arguments.
         predictor: ``VideoPredictor`` keyword arguments (``overlap``, ``match_iou``, ``first_window_only``).
         category_ids: the dataset's category ids, in contiguous class-index order (K of them).
@@ -113,7 +111,6 @@ class VisTRLitModule(L.LightningModule):
         self.val_metric: YTVISVideoAP | None = None  # needs the validation ground truth: see `setup`
         self.val_results: list[dict] = []  # this rank's results entries of the last validation
         self.nonfinite_message: str | None = None
-        self.time_progress = 0.0  # fraction of the trainer's max_time spent (anneal_within_max_time)
 
     # ------------------------------------------------------------------ set-up
     def setup(self, stage: str) -> None:
@@ -130,22 +127,6 @@ class VisTRLitModule(L.LightningModule):
     def forward(self, frames: Tensor, pad_mask: Tensor | None = None) -> dict:
         """frames ``[B, T, 3, H, W]``, pad_mask ``[B, H, W]`` → the VisTR output dict (docs/interfaces.md)."""
         return self.model(frames, pad_mask)
-
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        if self.hparams.optim.get("anneal_within_max_time"):
-            self.time_progress = self._max_time_progress()
-
-    def _max_time_progress(self) -> float:
-        """Fraction of the trainer's ``max_time`` spent in training (0 without one), rank 0's on every rank
-        (the ranks' clocks differ slightly, and every rank must step with the same learning rate)."""
-        timer = next((c for c in self.trainer.callbacks if isinstance(c, Timer)), None)
-        remaining = None if timer is None else timer.time_remaining()
-        if remaining is None:
-            return 0.0
-        elapsed = timer.time_elapsed()
-        budget = elapsed + remaining  # the trainer's max_time
-        progress = min(1.0, elapsed / budget) if budget > 0 else 1.0
-        return float(self.trainer.strategy.broadcast(progress))
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor | None:
         """batch: ``frames [B, T, 3, Hp, Wp]``, ``pad_mask [B, Hp, Wp]``, ``targets`` (B dicts)."""
@@ -259,7 +240,7 @@ class VisTRLitModule(L.LightningModule):
         if optim["schedule"] == "step":
             return factor * optim["gamma"] ** (self.trainer.current_epoch // optim["lr_drop"])
         total = max(1, int(self.trainer.estimated_stepping_batches) - warmup)
-        progress = max(min(1.0, max(0, step - warmup) / total), self.time_progress)
+        progress = min(1.0, max(0, step - warmup) / total)
         if optim["schedule"] == "wsd":
             cooldown = optim["cooldown_fraction"]
             into_cooldown = max(0.0, progress - (1.0 - cooldown)) / cooldown
