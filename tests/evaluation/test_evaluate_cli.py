@@ -1,12 +1,15 @@
 """``python -m vistr_lit.evaluate``: table, one JSON line, per-class AP, and a clear error on a bad file."""
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from ytvis_cases import random_case
 
+import vistr_lit
 from vistr_lit.evaluate import main
 from vistr_lit.evaluation import evaluate_ytvis
 
@@ -50,3 +53,20 @@ def test_module_entry_point(files):
     cmd = [sys.executable, "-m", "vistr_lit.evaluate", "--gt", str(gt), "--results", str(results), "--json"]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=120).stdout
     assert json.loads(out) == expected
+
+
+def test_scoring_never_imports_torch(files):
+    """``python -m vistr_lit.evaluate`` scores with numpy and pycocotools: importing torch would be most of
+    its time on a few hundred videos. Run in a fresh interpreter on this tree's package."""
+    gt, results, expected = files
+    code = (
+        "import json, sys; from vistr_lit.evaluate import main; "
+        f"main(['--gt', {str(gt)!r}, '--results', {str(results)!r}, '--json']); "
+        "print(json.dumps(sorted(m for m in ('torch', 'torchmetrics', 'lightning') if m in sys.modules)))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(vistr_lit.__file__).resolve().parents[1])}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    stats_line, modules_line = proc.stdout.strip().splitlines()[-2:]
+    assert json.loads(stats_line) == expected
+    assert json.loads(modules_line) == []
