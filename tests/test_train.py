@@ -18,7 +18,13 @@ from train_helpers import compose_run, tiny_overrides
 from vistr_lit.data.datamodule import EpochShuffle
 from vistr_lit.eval import run_evaluation
 from vistr_lit.lit_module import NonFiniteLossError, VisTRLitModule
-from vistr_lit.train import SLOW_BF16_WARNING, STEP_BOUNDED_RESUME_WARNING, run_training, warn_if_slow_bf16
+from vistr_lit.train import (
+    CUT_SHORT_WARNING,
+    SLOW_BF16_WARNING,
+    STEP_BOUNDED_RESUME_WARNING,
+    run_training,
+    warn_if_slow_bf16,
+)
 
 LEARNING_STEPS = 2000
 LEARNED_AP = 0.3  # measured 0.59 after 2,000 steps; an untrained model scores ~0
@@ -330,6 +336,19 @@ def test_short_training_lowers_the_loss(run):
     assert len(losses) == 100
     first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
     assert last < LOSS_DROP * first, (first, last)
+
+
+def test_a_run_that_max_time_ends_early_says_so(run, caplog):
+    """The max_time guard is a safety net: a run it ends before its planned steps warns that its results are
+    not the configured run's; a run that takes all its steps does not."""
+    cut = CUT_SHORT_WARNING.split(" %d")[0]
+    common = ["logger=none", "final_eval=false"]
+    with caplog.at_level("WARNING", logger="vistr_lit.train"):
+        run(["trainer.max_steps=2", *common], name="whole")
+    assert cut not in caplog.text
+    with caplog.at_level("WARNING", logger="vistr_lit.train"):
+        run(["trainer.max_time=00:00:00:02", "trainer.max_epochs=1000", *common], name="cut")
+    assert cut in caplog.text and "planned" in caplog.text
 
 
 @pytest.mark.slow

@@ -174,6 +174,19 @@ def warn_if_slow_bf16(cfg: DictConfig) -> None:
         log.warning(SLOW_BF16_WARNING)
 
 
+CUT_SHORT_WARNING = (
+    "training stopped at optimizer step %d of the %d planned (the trainer.max_time safety net, or a callback "
+    "or an interruption, ended it): its schedule did not finish, so its results are not the configured run's"
+)
+
+
+def warn_if_cut_short(trainer: L.Trainer) -> None:
+    """A run is defined by its optimizer steps: say so when fewer ran than it planned."""
+    planned = trainer.estimated_stepping_batches
+    if trainer.global_step < planned:
+        log.warning(CUT_SHORT_WARNING, trainer.global_step, planned)
+
+
 def write_run_config(cfg: DictConfig, output_dir: Path) -> None:
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / RESOLVED_CONFIG_FILE).write_text(OmegaConf.to_yaml(cfg, resolve=True))
@@ -215,6 +228,7 @@ def run_training(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
                     f"last good checkpoint: {last}" if last.is_file() else "no checkpoint had been saved yet"
                 )
                 raise NonFiniteLossError(f"{module.nonfinite_message}; {kept}")
+            warn_if_cut_short(trainer)
         metrics: dict[str, float] = {}
         if cfg.final_eval:
             ckpt = None
