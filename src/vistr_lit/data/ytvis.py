@@ -17,12 +17,13 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from vistr_lit.data.validation import validate_ytvis
+from vistr_lit.errors import UserError
 
 # Largest 64-bit value of the stable hash, used to turn it into a fraction in [0, 1).
 _HASH_SPAN = float(2**64)
 
 
-class AnnotationError(ValueError):
+class AnnotationError(UserError, ValueError):
     """Raised for a malformed annotation file; ``problems`` holds one message per problem."""
 
     def __init__(self, path: str | Path, problems: Sequence[str]):
