@@ -349,7 +349,7 @@ class YTVISDataModule(L.LightningDataModule):
             log.warning(
                 "an epoch is %d training step(s): %d videos x data.clips_per_video=%s in batches of "
                 "data.batch_size=%d on %d process(es); raise data.clips_per_video (clips drawn per video and "
-                "epoch) for more steps an epoch, or count the training in trainer.max_steps",
+                "epoch) for more steps an epoch (docs/custom-data.md)",
                 len(loader),
                 len(dataset.videos),
                 hp.clips_per_video,
