@@ -13,6 +13,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
+from omegaconf.errors import MissingMandatoryValue
 
 from train_helpers import CONFIG_DIR, compose_run, custom_data_overrides
 from vistr_lit.checkpoints import CheckpointFileError, check_checkpoint, settings_from_checkpoint
@@ -24,7 +25,7 @@ from vistr_lit.eval import apply_checkpoint_settings, checkpoint_settings, run_e
 from vistr_lit.evaluation.results import has_mask, select_results, write_results_json
 from vistr_lit.infer import run_inference
 from vistr_lit.outputs import RunExistsError
-from vistr_lit.train import run_training
+from vistr_lit.train import build_datamodule, run_training
 
 CATEGORY_OFFSET = 100  # the custom set's category ids: synthvis's + 100 (not 1..K), kept in results.json
 ANN = "annotations.json"
@@ -273,11 +274,28 @@ def test_bugs_keep_their_traceback_and_the_debug_switch_shows_user_errors(monkey
 
     with pytest.raises(SystemExit, match="^error: data.root: no such folder"):
         entry(UserError("data.root: no such folder /x"))
+    with pytest.raises(SystemExit, match="^error: ckpt_path is required: add ckpt_path=... to the command"):
+        entry(_missing("ckpt_path"))
     with pytest.raises(KeyError):  # a bug: not turned into a one-line exit
         entry(KeyError("bug"))
     monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
     with pytest.raises(UserError):
         entry(UserError("data.root: no such folder /x"))
+
+
+def _missing(key: str) -> Exception:
+    try:
+        OmegaConf.create({key: "???"})[key]
+    except MissingMandatoryValue as error:
+        return error
+    raise AssertionError("no error")
+
+
+def test_custom_data_without_a_root_says_which_key_to_set(synthvis_params):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=["data=custom"])
+    with pytest.raises(DataError, match=r"^data.root is not set: name the dataset folder with data.root=DIR"):
+        build_datamodule(cfg)
 
 
 def test_select_results_drops_entries_without_a_mask_and_keeps_100_per_video_and_category(tmp_path):

@@ -32,14 +32,19 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
 def exit_on_user_error(main: F) -> F:
     """Decorate an entry point (under ``@hydra.main``): user errors exit with one ``error:`` line."""
 
+    from omegaconf.errors import MissingMandatoryValue
+
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
         try:
             return main(*args, **kwargs)
-        except _user_error_types() as error:
+        except (*_user_error_types(), MissingMandatoryValue) as error:
             if os.environ.get(DEBUG_ENV) == "1":
                 raise
-            message = str(error).strip() or type(error).__name__
+            if isinstance(error, MissingMandatoryValue):  # a ??? key of the config, such as ckpt_path
+                message = f"{error.full_key} is required: add {error.full_key}=... to the command"
+            else:
+                message = str(error).strip() or type(error).__name__
             raise SystemExit(f"error: {message}") from None
 
     return wrapper  # type: ignore[return-value]

@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from vistr_lit.atomic_files import atomic_write
 from vistr_lit.checkpoints import CheckpointFileError, check_checkpoint, read_checkpoint
+from vistr_lit.data.layout import DataError
 from vistr_lit.errors import exit_on_user_error
 from vistr_lit.lit_module import NonFiniteLossError, VisTRLitModule
 from vistr_lit.outputs import AtomicCheckpointIO, claim_output_dir
@@ -33,6 +34,8 @@ RESOLVED_CONFIG_FILE = "config_resolved.yaml"
 
 def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
     """The configured datamodule, prepared and set up so that its categories and ground truth are known."""
+    if cfg.data.get("root", "") is None:  # data=custom: before instantiate, which would wrap the error
+        raise DataError("data.root is not set: name the dataset folder with data.root=DIR")
     datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
     datamodule.prepare_data()
     datamodule.setup("fit")

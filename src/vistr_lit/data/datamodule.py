@@ -142,7 +142,7 @@ class YTVISDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        root: str = "data/synthvis",
+        root: str | None = "data/synthvis",
         train_ann: str = "train.json",
         train_frames: str | None = "train/JPEGImages",
         val_ann: str = "valid.json",
@@ -176,6 +176,8 @@ class YTVISDataModule(L.LightningDataModule):
         super().__init__()
         if val_split not in VAL_SPLITS:
             raise ValueError(f"val_split must be one of {VAL_SPLITS}, got {val_split!r}")
+        if root is None:
+            raise DataError("data.root is not set: name the dataset folder with data.root=DIR")
         self.save_hyperparameters()
         self.root = Path(root)
         self.val_split = val_split
