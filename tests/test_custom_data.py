@@ -312,3 +312,30 @@ def test_select_results_drops_entries_without_a_mask_and_keeps_100_per_video_and
     assert [e["score"] for e in kept[:-1]] == [0.001 * k for k in range(5, 105)]  # the best, in order
     path = write_results_json(kept, tmp_path / "results.json")
     assert all(any(s is not None for s in e["segmentations"]) for e in json.loads(path.read_text()))
+
+
+def recipe_commands() -> list[tuple[str, list[str]]]:
+    """(module, overrides) of every ``python -m vistr_lit.*`` command in docs/custom-data.md's recipe."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "custom-data.md").read_text()
+    recipe = text.split("## 3. Recipe", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    commands = []
+    for line in recipe.replace("\\\n", " ").splitlines():
+        words = line.split()
+        if words[:2] == ["python", "-m"] and words[2] != "vistr_lit.data.check":
+            commands.append((words[2].removeprefix("vistr_lit."), words[3:]))
+    return commands
+
+
+def test_the_documented_recipe_composes_to_the_custom_data(tmp_path):
+    commands = recipe_commands()
+    assert [module for module, _ in commands] == ["train", "train", "eval", "infer"]
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        for module, overrides in commands:
+            overrides = [o.replace("MY_DATA", str(tmp_path)) for o in overrides]
+            cfg = compose(module, overrides=overrides, return_hydra_config=True)
+            assert cfg.hydra.run.dir.startswith("runs/my_data")
+            if module == "infer":  # infer reads no dataset: the checkpoint and the input only
+                assert cfg.ckpt_path.endswith("last.ckpt") and cfg.input
+                continue
+            assert cfg.data.root == str(tmp_path) and cfg.data.synthvis is None, (module, overrides)
+            assert cfg.data.val_fraction == 0.25  # eval holds out the videos its training held out
