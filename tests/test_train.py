@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 
 import vistr_lit.train as train_module
 from train_helpers import compose_run, tiny_overrides
+from vistr_lit.checkpoints import CheckpointFileError
 from vistr_lit.data.datamodule import EpochShuffle
 from vistr_lit.eval import run_evaluation
 from vistr_lit.lit_module import NonFiniteLossError, VisTRLitModule
@@ -180,7 +181,7 @@ def test_validates_while_training(trainer, validates):
 
 
 def test_resume_last_without_a_checkpoint_is_a_clear_error(run):
-    with pytest.raises(FileNotFoundError, match="ckpt_path=last"):
+    with pytest.raises(CheckpointFileError, match="ckpt_path=last"):
         run(["ckpt_path=last", "logger=none"], name="fresh")
 
 

@@ -36,14 +36,30 @@ def tiny_overrides(synthvis_root: Path, synthvis_params: dict) -> list[str]:
     ]
 
 
+def custom_data_overrides(root: Path, synthvis_params: dict, *data: str) -> list[str]:
+    """The tiny model on a dataset of one's own (``data=custom``), as docs/custom-data.md runs it."""
+    tiny = tiny_overrides(Path("unused"), synthvis_params)
+    model = [o for o in tiny if not o.startswith(("data.root=", "++data.synthvis="))]
+    return [*model, "data=custom", f"data.root={root}", *data]
+
+
 def compose_run(
-    config_name: str, output_dir: Path, overrides: list[str], synthvis_root: Path, synthvis_params: dict
+    config_name: str,
+    output_dir: Path,
+    overrides: list[str],
+    synthvis_root: Path,
+    synthvis_params: dict,
+    base: list[str] | None = None,
 ) -> DictConfig:
-    """A composed config usable in-process (Hydra's runtime fields set as ``@hydra.main`` would)."""
+    """A composed config usable in-process (Hydra's runtime fields set as ``@hydra.main`` would).
+
+    ``base``: the overrides before ``overrides`` (default: ``tiny_overrides`` on the tiny synthvis).
+    """
+    base = tiny_overrides(synthvis_root, synthvis_params) if base is None else base
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose(
             config_name=config_name,
-            overrides=tiny_overrides(synthvis_root, synthvis_params)
+            overrides=base
             + (["~callbacks.rich_progress_bar"] if config_name == "train" else [])
             + list(overrides),
             return_hydra_config=True,

@@ -14,11 +14,17 @@ from pathlib import Path
 import hydra
 import lightning as L
 import torch
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import Logger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
+from vistr_lit.atomic_files import atomic_write
+from vistr_lit.checkpoints import CheckpointFileError, check_checkpoint, read_checkpoint
+from vistr_lit.data.layout import DataError
+from vistr_lit.errors import exit_on_user_error
 from vistr_lit.lit_module import NonFiniteLossError, VisTRLitModule
+from vistr_lit.outputs import AtomicCheckpointIO, claim_output_dir
 
 log = logging.getLogger(__name__)
 CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")
@@ -28,6 +34,8 @@ RESOLVED_CONFIG_FILE = "config_resolved.yaml"
 
 def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
     """The configured datamodule, prepared and set up so that its categories and ground truth are known."""
+    if cfg.data.get("root", "") is None:  # data=custom: before instantiate, which would wrap the error
+        raise DataError("data.root is not set: name the dataset folder with data.root=DIR")
     datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
     datamodule.prepare_data()
     datamodule.setup("fit")
@@ -47,6 +55,8 @@ def build_module(cfg: DictConfig, datamodule: L.LightningDataModule) -> VisTRLit
     )
     if init_from is not None:
         from vistr_lit.convert_checkpoint import initialize_from
+
+        read_checkpoint(init_from, key="model.init_from")  # a clear error for a file that is no checkpoint
 
         report = initialize_from(module, init_from)
         log.info("initialized from %s: %s", init_from, report)
@@ -122,7 +132,14 @@ def build_loggers(cfg: DictConfig) -> list[Logger]:
 
 
 def build_trainer(cfg: DictConfig, callbacks: list[Callback], loggers: list[Logger]) -> L.Trainer:
-    return hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, _convert_="all")
+    """The configured Trainer; checkpoints are written atomically (``outputs.AtomicCheckpointIO``)."""
+    return hydra.utils.instantiate(
+        cfg.trainer,
+        callbacks=callbacks,
+        logger=loggers or False,
+        plugins=[AtomicCheckpointIO()],
+        _convert_="all",
+    )
 
 
 def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
@@ -132,12 +149,16 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
     if ckpt_path == "last":
         path = output_dir / "checkpoints" / "last.ckpt"
         if not path.is_file():
-            raise FileNotFoundError(
+            raise CheckpointFileError(
                 f"ckpt_path=last: no {path}; resume a run with hydra.run.dir=<its output dir> ckpt_path=last"
             )
-        return str(path)
-    if not Path(ckpt_path).is_file():
-        raise FileNotFoundError(f"ckpt_path: no such checkpoint file {ckpt_path}")
+        ckpt_path = str(path)
+    _, kind = check_checkpoint(ckpt_path)
+    if kind != "lightning":
+        raise CheckpointFileError(
+            f"ckpt_path: {ckpt_path} is an authors' checkpoint, which cannot resume a training; start "
+            "from its weights with model.init_from=PATH"
+        )
     return ckpt_path
 
 
@@ -188,8 +209,11 @@ def warn_if_cut_short(trainer: L.Trainer) -> None:
 
 
 def write_run_config(cfg: DictConfig, output_dir: Path) -> None:
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / RESOLVED_CONFIG_FILE).write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    atomic_write(output_dir / RESOLVED_CONFIG_FILE, OmegaConf.to_yaml(cfg, resolve=True))
+
+
+def write_metrics(metrics: dict[str, float], output_dir: Path) -> None:
+    atomic_write(output_dir / METRICS_FILE, json.dumps(metrics, indent=2) + "\n")
 
 
 def validation_metrics(trainer: L.Trainer) -> dict[str, float]:
@@ -210,8 +234,16 @@ def run_training(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
         torch.set_num_threads(int(cfg.num_threads))
     warn_if_inexact_resume(cfg)
     warn_if_slow_bf16(cfg)
+    resume = cfg.train and cfg.ckpt_path == "last"
+    if rank_zero_only.rank == 0:  # before anything is written (re-launched DDP ranks find the same)
+        claim_output_dir(output_dir, (METRICS_FILE,), overwrite=cfg.overwrite, resume=resume)
     L.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
+    if cfg.train:
+        datamodule.check_train()
+    if cfg.final_eval:
+        datamodule.check_validation()
+    ckpt_path = resolve_ckpt_path(cfg.ckpt_path, output_dir) if cfg.train else None
     module = build_module(cfg, datamodule)
     loggers = build_loggers(cfg)
     trainer = build_trainer(cfg, build_callbacks(cfg, has_logger=bool(loggers)), loggers)
@@ -221,7 +253,7 @@ def run_training(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     try:
         if cfg.train:
-            trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg.ckpt_path, output_dir))
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
             if module.nonfinite_message is not None:
                 last = output_dir / "checkpoints" / "last.ckpt"
                 kept = (
@@ -240,7 +272,7 @@ def run_training(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
             trainer.validate(module, datamodule=datamodule, ckpt_path=ckpt, verbose=trainer.is_global_zero)
             metrics = validation_metrics(trainer)
             if trainer.is_global_zero:
-                (output_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
+                write_metrics(metrics, output_dir)
                 log.info("final validation (%s weights): %s", "best" if ckpt else "current", metrics)
     finally:
         finish_loggers(loggers)
@@ -248,6 +280,7 @@ def run_training(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+@exit_on_user_error
 def main(cfg: DictConfig) -> float | None:
     output_dir = Path(hydra.core.hydra_config.HydraConfig.get().runtime.output_dir)
     metrics = run_training(cfg, output_dir)

@@ -9,6 +9,7 @@ import pytest
 from pycocotools import mask as mask_utils
 
 from vistr_lit.data.check import check_dataset
+from vistr_lit.data.layout import DataError
 from vistr_lit.data.synthetic import main
 from vistr_lit.data.synthvis import STAMP_FILE, SynthvisConfig, ensure_synthvis, generate_synthvis
 from vistr_lit.data.synthvis_render import CATEGORIES, render_video
@@ -153,8 +154,10 @@ def test_cli_and_ensure(tmp_path, capsys):
     with pytest.raises(ValueError, match="other parameters"):
         ensure_synthvis(tmp_path / "ens", **{**SMALL, "seed": 9})
     (tmp_path / "other" / "stuff").mkdir(parents=True)
-    with pytest.raises(FileExistsError, match="holds no synthvis"):
+    with pytest.raises(DataError, match="not a generated synthvis") as error:
         ensure_synthvis(tmp_path / "other", **SMALL)
+    assert "delete" not in str(error.value)  # never advice to delete a folder that may hold the user's data
+    assert (tmp_path / "other" / "stuff").is_dir()
 
 
 def test_bad_config_is_rejected():

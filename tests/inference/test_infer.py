@@ -60,7 +60,7 @@ def infer_config(checkpoint: Path, input_path: Path, output_dir: Path, *override
         return compose(
             config_name="infer",
             overrides=[
-                f"ckpt_path={checkpoint}", f"input={input_path}", f"output_dir={output_dir}",
+                f"ckpt_path={checkpoint}", f"input={input_path}", f"hydra.run.dir={output_dir}",
                 "data.eval_short_side=32", "data.eval_max_size=64", "inference.overlap=2",
                 "inference.score_threshold=0", "num_threads=1", *overrides,
             ],

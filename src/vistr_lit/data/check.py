@@ -66,7 +66,7 @@ def check_dataset(root: str | Path, ann: str | Path, check_frames: bool = True) 
         return report
     try:
         raw = json.loads(ann.read_text())
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:  # text that is no JSON, or no text
         report.problems.append(f"{ann}: not valid JSON ({err})")
         return report
     report.problems.extend(validate_ytvis(raw, ann))

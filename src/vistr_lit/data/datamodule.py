@@ -7,6 +7,7 @@ with :class:`ShardSampler`, so every video is evaluated exactly once, with no pa
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -22,11 +23,18 @@ from vistr_lit.data.clips import (
     collate_clips,
     collate_videos,
 )
+from vistr_lit.data.layout import DataError, annotation_file, find_frames, resolve
 from vistr_lit.data.synthvis import ensure_synthvis
 from vistr_lit.data.transforms import build_eval_transform, build_train_transform
 from vistr_lit.data.ytvis import CategoryMap, YTVISData, hash_split, load_ytvis
 
+log = logging.getLogger(__name__)
 VAL_SPLITS = ("file", "hash", "none")
+MIN_EPOCH_STEPS = 10  # fewer training steps an epoch get a warning naming data.clips_per_video
+
+
+class EmptySplitError(DataError):
+    """A split that a run needs (training, or validation for an evaluation) holds no videos."""
 
 
 class ShardSampler(Sampler[int]):
@@ -120,7 +128,8 @@ class AspectGroupedBatchSampler(Sampler[list[int]]):
 
 
 class YTVISDataModule(L.LightningDataModule):
-    """Paths are relative to ``root`` unless absolute.
+    """Paths are relative to ``root`` unless absolute; ``train_frames``/``val_frames`` None: found under
+    ``root`` (``data/layout.py``: ``JPEGImages``, ``train/JPEGImages``, ...).
 
     ``val_split``: ``file`` (``val_ann`` + ``val_frames``, e.g. synthvis ``valid.json``), ``hash`` (a
     stable-hash fraction ``val_fraction`` of ``train_ann``'s videos, for YouTube-VIS whose validation labels
@@ -133,11 +142,11 @@ class YTVISDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        root: str = "data/synthvis",
+        root: str | None = "data/synthvis",
         train_ann: str = "train.json",
-        train_frames: str = "train/JPEGImages",
+        train_frames: str | None = "train/JPEGImages",
         val_ann: str = "valid.json",
-        val_frames: str = "valid/JPEGImages",
+        val_frames: str | None = "valid/JPEGImages",
         val_split: str = "file",
         val_fraction: float = 0.1,
         split_salt: str = "vistr-lit",
@@ -167,6 +176,8 @@ class YTVISDataModule(L.LightningDataModule):
         super().__init__()
         if val_split not in VAL_SPLITS:
             raise ValueError(f"val_split must be one of {VAL_SPLITS}, got {val_split!r}")
+        if root is None:
+            raise DataError("data.root is not set: name the dataset folder with data.root=DIR")
         self.save_hyperparameters()
         self.root = Path(root)
         self.val_split = val_split
@@ -185,10 +196,11 @@ class YTVISDataModule(L.LightningDataModule):
         self.eval_transform = build_eval_transform(eval_short_side, eval_max_size)
         self._train_data: YTVISData | None = None
         self._val_data: YTVISData | None = None
+        self._train_frames: Path | None = None
         self._val_frames: Path | None = None
 
     def _path(self, p: str) -> Path:
-        return Path(p) if Path(p).is_absolute() else self.root / p
+        return resolve(self.root, p)
 
     def prepare_data(self) -> None:
         if self.synthvis is not None:
@@ -199,10 +211,12 @@ class YTVISDataModule(L.LightningDataModule):
             return
         self.prepare_data()  # idempotent and atomic; covers use without a Trainer
         hp = self.hparams
-        train = load_ytvis(self._path(hp.train_ann))
+        train = load_ytvis(annotation_file(self.root, hp.train_ann, "train_ann"))
+        train_frames = find_frames(self.root, train, hp.train_frames, "train_frames")
         val, val_frames = None, None
         if self.val_split == "file":
-            val, val_frames = load_ytvis(self._path(hp.val_ann)), self._path(hp.val_frames)
+            val = load_ytvis(annotation_file(self.root, hp.val_ann, "val_ann"))
+            val_frames = find_frames(self.root, val, hp.val_frames, "val_frames")
             if val.category_map != train.category_map:
                 raise ValueError(
                     f"{val.path}: categories {val.category_map} differ from "
@@ -210,17 +224,51 @@ class YTVISDataModule(L.LightningDataModule):
                 )
         elif self.val_split == "hash":
             train_ids, val_ids = hash_split([v.id for v in train.videos], hp.val_fraction, hp.split_salt)
-            train, val, val_frames = (
-                train.subset(train_ids),
-                train.subset(val_ids),
-                self._path(hp.train_frames),
-            )
+            train, val, val_frames = train.subset(train_ids), train.subset(val_ids), train_frames
         if val is not None and hp.val_max_videos is not None:
             val = val.subset([v.id for v in val.videos[: hp.val_max_videos]])
-        self._train_data, self._val_data, self._val_frames = train, val, val_frames
+        self._train_data, self._val_data = train, val
+        self._train_frames, self._val_frames = train_frames, val_frames
 
     def setup(self, stage: str | None = None) -> None:
         self._load()
+
+    def check_train(self) -> None:
+        """Raises :class:`EmptySplitError` when the training split holds no videos."""
+        self._load()
+        if not self._train_data.videos:
+            raise EmptySplitError(
+                f"the training split is empty: {self._split_text()} leaves no training video; lower "
+                "data.val_fraction or give the validation videos their own file (data.val_split=file)"
+            )
+
+    def check_validation(self) -> None:
+        """Raises :class:`EmptySplitError` when there is no validation video to evaluate."""
+        self._load()
+        if self._val_data is not None and self._val_data.videos:
+            return
+        how = (
+            "choose validation videos with data.val_fraction=F (a stable-hash fraction of the training "
+            "videos, data.val_split=hash) or data.val_split=file data.val_ann=FILE (docs/custom-data.md)"
+        )
+        if self.val_split == "none":
+            raise EmptySplitError(
+                f"nothing to evaluate: data.val_split=none; {how}, or run with final_eval=false"
+            )
+        raise EmptySplitError(f"the validation split is empty: {self._split_text()}; {how}")
+
+    def _split_text(self) -> str:
+        hp = self.hparams
+        if self.val_split == "hash":
+            val = len(self._val_data.videos)
+            total = len(self._train_data.videos) + val
+            return (
+                f"data.val_split=hash with data.val_fraction={hp.val_fraction} puts {val} of the {total} "
+                f"videos of {self._train_data.path} in validation"
+            )
+        if self.val_split == "file":
+            return f"data.val_split=file: {self._path(hp.val_ann)} holds no videos"
+        return f"data.val_split=none: {self._train_data.path} holds {len(self._train_data.videos)} videos"
 
     @property
     def category_map(self) -> CategoryMap:
@@ -250,7 +298,7 @@ class YTVISDataModule(L.LightningDataModule):
         self._load()
         return YTVISClipDataset(
             self._train_data,
-            self._path(self.hparams.train_frames),
+            self._train_frames,
             self.sampler,
             self.train_transform,
             clips_per_video=self.hparams.clips_per_video,
@@ -292,11 +340,25 @@ class YTVISDataModule(L.LightningDataModule):
                 num_replicas=world,
                 rank=rank,
             )
-            return self._loader(dataset, collate_clips, batch_sampler=batch_sampler)
-        sampler = DistributedSampler(
-            dataset, num_replicas=world, rank=rank, shuffle=True, seed=self.hparams.seed
-        )
-        return self._loader(dataset, collate_clips, batch_size=self.hparams.batch_size, sampler=sampler)
+            loader = self._loader(dataset, collate_clips, batch_sampler=batch_sampler)
+        else:
+            sampler = DistributedSampler(
+                dataset, num_replicas=world, rank=rank, shuffle=True, seed=self.hparams.seed
+            )
+            loader = self._loader(dataset, collate_clips, batch_size=self.hparams.batch_size, sampler=sampler)
+        if len(loader) < MIN_EPOCH_STEPS:
+            hp = self.hparams
+            log.warning(
+                "an epoch is %d training step(s): %d videos x data.clips_per_video=%s in batches of "
+                "data.batch_size=%d on %d process(es); raise data.clips_per_video (clips drawn per video and "
+                "epoch) for more steps an epoch (docs/custom-data.md)",
+                len(loader),
+                len(dataset.videos),
+                hp.clips_per_video,
+                hp.batch_size,
+                world,
+            )
+        return loader
 
     def val_dataloader(self) -> DataLoader | list:
         dataset = self.val_dataset

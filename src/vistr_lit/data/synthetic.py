@@ -11,6 +11,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
+from vistr_lit.data.layout import DataError
 from vistr_lit.data.synthvis import (  # noqa: F401  (re-exported: the generator's public names)
     STAMP_FILE,
     SynthvisConfig,
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"synthvis already present in {out} with these parameters: nothing to do")
             return
         generate_synthvis(out, cfg, workers)
-    except (ValueError, FileExistsError) as err:
+    except (ValueError, FileExistsError, DataError) as err:
         sys.exit(f"error: {err}")
     print(f"synthvis written to {out}: {cfg.train_videos} train / {cfg.valid_videos} valid, seed {cfg.seed}")
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from vistr_lit.data.layout import DataError
 from vistr_lit.data.synthvis_render import CATEGORIES, render_video
 
 FORMAT_VERSION = 1
@@ -166,7 +167,7 @@ def generate_synthvis(out: str | Path, cfg: SynthvisConfig | None = None, worker
     cfg = cfg or SynthvisConfig()
     out = Path(out)
     if out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"{out} exists and is not empty; choose another --out or delete it")
+        raise FileExistsError(f"{out} exists and is not empty; choose a new or empty folder for --out")
     out.mkdir(parents=True, exist_ok=True)
     for split, count in zip(SPLITS, (cfg.train_videos, cfg.valid_videos)):
         _write_split(out, split, count, cfg, workers)
@@ -202,8 +203,10 @@ def ensure_synthvis(root: str | Path, workers: int | None = None, **params) -> P
                 os.rename(tmp, root)  # atomic; fails if another process finished first
             except OSError as err:
                 if not stamp_path.exists():
-                    raise FileExistsError(
-                        f"{root} exists but holds no synthvis (no {STAMP_FILE}): delete it or pick another"
+                    raise DataError(
+                        f"data.root: {root} holds other files, not a generated synthvis (no {STAMP_FILE}); "
+                        "synthvis is generated into a new folder (another data.root), and a dataset of "
+                        "your own is read with data=custom data.root=DIR (docs/custom-data.md)"
                     ) from err
         finally:
             if tmp.exists():

@@ -17,12 +17,13 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from vistr_lit.data.validation import validate_ytvis
+from vistr_lit.errors import UserError
 
 # Largest 64-bit value of the stable hash, used to turn it into a fraction in [0, 1).
 _HASH_SPAN = float(2**64)
 
 
-class AnnotationError(ValueError):
+class AnnotationError(UserError, ValueError):
     """Raised for a malformed annotation file; ``problems`` holds one message per problem."""
 
     def __init__(self, path: str | Path, problems: Sequence[str]):
@@ -30,7 +31,10 @@ class AnnotationError(ValueError):
         self.problems = list(problems)
         shown = "\n  ".join(self.problems[:50])
         more = f"\n  ... and {len(self.problems) - 50} more" if len(self.problems) > 50 else ""
-        super().__init__(f"{self.path}: {len(self.problems)} problem(s):\n  {shown}{more}")
+        if len(self.problems) == 1 and self.problems[0].startswith(self.path):
+            super().__init__(self.problems[0])  # one line, naming the file
+        else:
+            super().__init__(f"{self.path}: {len(self.problems)} problem(s):\n  {shown}{more}")
 
 
 @dataclass(frozen=True)
@@ -182,7 +186,7 @@ def load_ytvis(path: str | Path) -> YTVISData:
         raise FileNotFoundError(f"annotation file not found: {path}")
     try:
         raw = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:  # text that is no JSON, or no text
         raise AnnotationError(path, [f"{path}: not valid JSON ({err})"]) from err
     return parse_ytvis(raw, path)
 

@@ -2,11 +2,17 @@
 
 A results entry is ``{"video_id", "category_id" (original id), "score", "segmentations": [RLE | None] * V}``
 with compressed RLE ``{"size": [h, w], "counts": str}`` per frame and ``None`` where the track is absent.
+:func:`select_results` keeps what can score: an entry with no mask in any frame matches no object (its
+IoU with every ground truth is 0), so it can only be a false positive and is dropped; and per video and
+category at most :data:`MAX_ENTRIES_PER_VIDEO_CATEGORY` entries, the best scored, are kept, as many as the
+official evaluation reads (``maxDets`` 100 per video and category, see ``ytvis_metric.md``).
 """
 
+import io
 import json
 import math
 import zipfile
+from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -14,6 +20,9 @@ import numpy as np
 import torch
 from pycocotools import mask as mask_utils
 
+from vistr_lit.atomic_files import atomic_write
+
+MAX_ENTRIES_PER_VIDEO_CATEGORY = 100  # the official evaluation's maxDets[-1], per (video, category)
 RESULTS_NAME = "results.json"  # the CodaLab YouTube-VIS server reads this name at the zip's top level
 
 
@@ -73,6 +82,36 @@ def make_result(
     }
 
 
+def has_mask(entry: dict) -> bool:
+    """Whether any frame of the entry holds a non-empty mask."""
+    for rle in entry["segmentations"]:
+        if rle is None:
+            continue
+        if isinstance(rle.get("counts"), list):  # uncompressed RLE
+            rle = mask_utils.frPyObjects(rle, *rle["size"])
+        elif isinstance(rle.get("counts"), str):
+            rle = {"size": rle["size"], "counts": rle["counts"].encode("ascii")}
+        if mask_utils.area(rle) > 0:
+            return True
+    return False
+
+
+def select_results(
+    results: Iterable[dict], max_per_video_category: int = MAX_ENTRIES_PER_VIDEO_CATEGORY
+) -> list[dict]:
+    """The entries that can score, in their order: those with a mask in some frame, at most
+    ``max_per_video_category`` per (video, category), the best scored (ties: the earlier)."""
+    kept = [entry for entry in results if has_mask(entry)]
+    groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for index, entry in enumerate(kept):
+        groups[(entry["video_id"], entry["category_id"])].append(index)
+    dropped = set()
+    for indices in groups.values():
+        ranked = sorted(indices, key=lambda i: -kept[i]["score"])  # stable: ties keep their order
+        dropped.update(ranked[max_per_video_category:])
+    return [entry for i, entry in enumerate(kept) if i not in dropped]
+
+
 def jsonable_results(results: Iterable[dict]) -> list[dict]:
     """Entries with every RLE ``counts`` as str (pycocotools gives bytes), checked for required fields."""
     out = []
@@ -90,17 +129,14 @@ def jsonable_results(results: Iterable[dict]) -> list[dict]:
 
 
 def write_results_json(results: Iterable[dict], path: str | Path) -> Path:
-    """Write the results list as YouTube-VIS ``results.json``; returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(jsonable_results(results)))
-    return path
+    """Write the results list as YouTube-VIS ``results.json`` (atomically); returns the path."""
+    return atomic_write(path, json.dumps(jsonable_results(results)))
 
 
 def write_codalab_zip(results: Iterable[dict], path: str | Path) -> Path:
-    """Write the CodaLab submission: a zip holding ``results.json`` at its top level; returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+    """Write the CodaLab submission, a zip holding ``results.json`` at its top level (atomically); returns
+    the path."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         archive.writestr(RESULTS_NAME, json.dumps(jsonable_results(results)))
-    return path
+    return atomic_write(path, buffer.getvalue())

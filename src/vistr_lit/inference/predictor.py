@@ -13,6 +13,7 @@ from functools import partial
 import torch
 from torch import Tensor, nn
 
+from vistr_lit.evaluation.results import select_results
 from vistr_lit.inference.stitching import TrackStitcher
 from vistr_lit.inference.track import Track
 from vistr_lit.inference.track_nms import suppress_duplicate_tracks
@@ -87,12 +88,14 @@ class VideoPredictor:
         self.tta = check_augmentations(tta)
 
     def results(self, tracks: Iterable[Track], video_id: int, category_ids) -> list[dict]:
-        """The YouTube-VIS results entries of a video's tracks, ``classes_per_track`` per track."""
-        return [
+        """The YouTube-VIS results entries of a video's tracks, ``classes_per_track`` per track, less those
+        that cannot score (no mask in any frame; beyond the 100 per category the evaluation reads:
+        ``evaluation.results.select_results``)."""
+        return select_results(
             entry
             for track in tracks
             for entry in track.to_results(video_id, category_ids, self.classes_per_track)
-        ]
+        )
 
     @property
     def device(self) -> torch.device:
