@@ -210,10 +210,9 @@ class VisTRLitModule(L.LightningModule):
         for name, param in self.model.named_parameters():
             if not param.requires_grad:
                 continue
-            module = name.split(".", 1)[0]
-            if module == "backbone":
+            if name.startswith("backbone."):
                 members["backbone"].append(param)
-            elif module in MASK_BRANCH and "mask_head" in members:
+            elif name.startswith(MASK_BRANCH) and "mask_head" in members:
                 members["mask_head"].append(param)
             else:
                 members["transformer_heads"].append(param)
