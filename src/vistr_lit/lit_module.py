@@ -97,7 +97,7 @@ class VisTRLitModule(L.LightningModule):
             raise ValueError(f"optim.cooldown_fraction must be in (0, 1] for schedule wsd, got {cooldown!r}")
         self.save_hyperparameters()
         self.model = build_vistr(num_classes=len(category_ids), **net)
-        num_aux_layers = net.get("dec_layers", 6) - 1 if net.get("aux_loss", True) else 0
+        num_aux_layers = len(self.model.transformer.decoder.layers) - 1 if self.model.aux_loss else 0
         self.criterion = SetCriterion(
             num_classes=len(category_ids),
             matcher=HungarianMatcher(**matcher),

@@ -30,6 +30,7 @@ MASK_BRANCH = (
     "mask_extension.mask_embed.",
     "mask_extension.mask_upsampler.",
 )
+NUM_INSTANCES = 10  # N, the paper's instance slots per frame
 POSITION_AXES = 3  # t, y, x
 BOX_COORDS = 4  # cx, cy, w, h
 BOX_MLP_LAYERS = 3
@@ -56,9 +57,11 @@ class VisTR(nn.Module):
         attention_map_scale: ``"none"`` (the paper) or ``"cells"``: the attention maps times the number of
             valid memory cells, so the instance signal is not ~1/(h·w) beside the memory features
             (``MHAttentionMap``).
-        mask_extension: a builder of a mask head beside the paper's (``models/extensions``), called where the
-            paper's mask branch would be built (so a seeded build draws the same weights in the same order);
-            its head replaces the paper's mask branch and the five arguments above. None: the paper's.
+        mask_extension: a builder of a mask head beside the paper's (``models/extensions``), called with
+            the network's ``hidden_dim``, ``num_classes``, ``num_frames``, ``num_instances`` and the
+            backbone's ``feature_channels``, ``feature_strides``, ``stem_channels`` where the paper's mask
+            branch would be built (so a seeded build draws the same weights in the same order); its head
+            replaces the paper's mask branch and the five arguments above. None: the paper's.
     """
 
     def __init__(
@@ -67,7 +70,7 @@ class VisTR(nn.Module):
         transformer: Transformer,
         num_classes: int,
         num_frames: int,
-        num_instances: int = 10,
+        num_instances: int = NUM_INSTANCES,
         aux_loss: bool = True,
         query_groups: int = 1,
         mask_fusion: str = "attention",
@@ -109,7 +112,15 @@ class VisTR(nn.Module):
         self.bbox_embed = MLP(hidden_dim, hidden_dim, BOX_COORDS, BOX_MLP_LAYERS)
         self.bbox_attention = self.mask_head = self.insmask_head = self.mask_extension = None
         if mask_extension is not None:
-            self.mask_extension = mask_extension()
+            self.mask_extension = mask_extension(
+                hidden_dim=hidden_dim,
+                num_classes=num_classes,
+                num_frames=num_frames,
+                num_instances=num_instances,
+                feature_channels=backbone.num_channels,
+                feature_strides=backbone.strides,
+                stem_channels=backbone.stem_channels,
+            )
             return
         # the paper's mask branch: attention maps, an FPN head per (frame, instance), a 3-D head per instance
         if mask_fusion == "attention":

@@ -37,6 +37,7 @@ from vistr_lit.models.mask_head import TEMPORAL_FUSIONS
 from vistr_lit.models.mlp import MLP
 from vistr_lit.models.padding import downscale, keep_mask, size_mask
 
+OPTIONS = ("aux_masks", "mask_stride", "mask_classifier", "masked_attention", "mask_coords")
 MASK_STRIDES = (4, 2, 1)  # layer1's (as the paper's head), the stem's, the input's
 STEM_MASK_STRIDE = 2
 MASK_CLASSIFIERS = ("none", "frame", "clip")  # MaskPooledClassifier off, per instance-frame, pooled per clip
