@@ -20,13 +20,12 @@ from torch import Tensor
 from vistr_lit.evaluation import YTVISVideoAP
 from vistr_lit.inference import VideoPredictor
 from vistr_lit.models import build_vistr
-from vistr_lit.models.criterion import SetCriterion
+from vistr_lit.models.criterion import LOSS_NAMES, SetCriterion
 from vistr_lit.models.matcher import HungarianMatcher
 from vistr_lit.models.postprocess import PostProcessVideo
 from vistr_lit.models.vistr import MASK_BRANCH
 
 SCHEDULES = ("step", "cosine", "wsd")
-LOSS_NAMES = ("loss_ce", "loss_bbox", "loss_giou", "loss_mask", "loss_dice")
 RNG_STATE_KEY = "vistr_rng_states"
 POINT_LOSS_KEYS = ("mask_loss_points", "point_oversample_ratio", "point_importance_ratio")
 FUSED_ADAMW_DEVICES = ("cpu", "cuda")  # where torch.optim.AdamW(fused=True) runs
@@ -38,13 +37,8 @@ class NonFiniteLossError(RuntimeError):
 
 def loss_weights(criterion: dict, num_aux_layers: int) -> dict[str, float]:
     """DETR-style ``weight_dict``: ``loss_ce`` .. ``loss_dice``, the same weights for aux layers ``_{i}``."""
-    base = {
-        "loss_ce": criterion["ce_weight"],
-        "loss_bbox": criterion["bbox_weight"],
-        "loss_giou": criterion["giou_weight"],
-        "loss_mask": criterion["mask_weight"],
-        "loss_dice": criterion["dice_weight"],
-    }
+    # loss_ce: criterion["ce_weight"], ..., loss_dice: criterion["dice_weight"]
+    base = {name: criterion[f"{name.removeprefix('loss_')}_weight"] for name in LOSS_NAMES}
     weights = dict(base)
     for i in range(num_aux_layers):
         weights.update({f"{name}_{i}": w for name, w in base.items()})
