@@ -73,8 +73,9 @@ def build_model(name: str, masks: str) -> tuple[torch.nn.Module, dict]:
     model = build_vistr(num_classes=NUM_CLASSES, **net).eval()
     if masks == "full":
         with torch.no_grad():
-            if model.mask_embed is not None:  # dot-product masks: constant embeddings, logit D · c²
-                last_linear, pixel_out = model.mask_embed.layers[-1], model.mask_head.out
+            if model.mask_extension is not None:  # dot-product masks: constant embeddings, logit D · c²
+                head = model.mask_extension
+                last_linear, pixel_out = head.mask_embed.layers[-1], head.pixel_decoder.out
                 scale = math.sqrt(FULL_MASK_LOGIT / last_linear.out_features)
                 for layer in (last_linear, pixel_out):
                     layer.weight.zero_()

@@ -19,6 +19,7 @@ import torch
 from omegaconf import OmegaConf
 
 from vistr_lit.lit_module import VisTRLitModule
+from vistr_lit.models.build import upgrade_state_dict
 from vistr_lit.models.checkpoint_import import (
     DEFAULT_NHEADS,
     DEFAULT_NUM_INSTANCES,
@@ -121,6 +122,7 @@ def initialize_from(module: VisTRLitModule, path: str | Path) -> ImportReport:
 
 
 def _load_strict(model: torch.nn.Module, sd: dict, source: str) -> ImportReport:
+    sd = upgrade_state_dict(model, dict(sd))  # a checkpoint saved before the split keeps loading
     expected = model.state_dict()
     missing, unexpected = sorted(set(expected) - set(sd)), sorted(set(sd) - set(expected))
     shapes = [

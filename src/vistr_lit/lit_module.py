@@ -19,13 +19,12 @@ from torch import Tensor
 from vistr_lit.evaluation import YTVISVideoAP
 from vistr_lit.inference import VideoPredictor
 from vistr_lit.models import build_vistr
-from vistr_lit.models.criterion import SetCriterion
+from vistr_lit.models.criterion import LOSS_NAMES, SetCriterion
 from vistr_lit.models.matcher import HungarianMatcher
 from vistr_lit.models.postprocess import PostProcessVideo
 from vistr_lit.models.vistr import MASK_BRANCH
 
 SCHEDULES = ("step", "cosine", "wsd")
-LOSS_NAMES = ("loss_ce", "loss_bbox", "loss_giou", "loss_mask", "loss_dice")
 RNG_STATE_KEY = "vistr_rng_states"
 POINT_LOSS_KEYS = ("mask_loss_points", "point_oversample_ratio", "point_importance_ratio")
 FUSED_ADAMW_DEVICES = ("cpu", "cuda")  # where torch.optim.AdamW(fused=True) runs
@@ -37,13 +36,8 @@ class NonFiniteLossError(RuntimeError):
 
 def loss_weights(criterion: dict, num_aux_layers: int) -> dict[str, float]:
     """DETR-style ``weight_dict``: ``loss_ce`` .. ``loss_dice``, the same weights for aux layers ``_{i}``."""
-    base = {
-        "loss_ce": criterion["ce_weight"],
-        "loss_bbox": criterion["bbox_weight"],
-        "loss_giou": criterion["giou_weight"],
-        "loss_mask": criterion["mask_weight"],
-        "loss_dice": criterion["dice_weight"],
-    }
+    # loss_ce: criterion["ce_weight"], ..., loss_dice: criterion["dice_weight"]
+    base = {name: criterion[f"{name.removeprefix('loss_')}_weight"] for name in LOSS_NAMES}
     weights = dict(base)
     for i in range(num_aux_layers):
         weights.update({f"{name}_{i}": w for name, w in base.items()})
@@ -95,7 +89,7 @@ class VisTRLitModule(L.LightningModule):
             raise ValueError(f"optim.cooldown_fraction must be in (0, 1] for schedule wsd, got {cooldown!r}")
         self.save_hyperparameters()
         self.model = build_vistr(num_classes=len(category_ids), **net)
-        num_aux_layers = net.get("dec_layers", 6) - 1 if net.get("aux_loss", True) else 0
+        num_aux_layers = len(self.model.transformer.decoder.layers) - 1 if self.model.aux_loss else 0
         self.criterion = SetCriterion(
             num_classes=len(category_ids),
             matcher=HungarianMatcher(**matcher),
@@ -191,10 +185,9 @@ class VisTRLitModule(L.LightningModule):
         for name, param in self.model.named_parameters():
             if not param.requires_grad:
                 continue
-            module = name.split(".", 1)[0]
-            if module == "backbone":
+            if name.startswith("backbone."):
                 members["backbone"].append(param)
-            elif module in MASK_BRANCH and "mask_head" in members:
+            elif name.startswith(MASK_BRANCH) and "mask_head" in members:
                 members["mask_head"].append(param)
             else:
                 members["transformer_heads"].append(param)

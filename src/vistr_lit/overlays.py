@@ -1,8 +1,8 @@
 """PredictionOverlays: a few validation videos drawn with their predicted masks, logged to W&B.
 
 Does nothing unless the trainer has a ``WandbLogger``. Each logged image is one video: up to ``max_frames``
-frames side by side, every track in its own colour (stable across the frames), captioned with class name and
-score.
+frames side by side, every track in its own colour (``track_colour``, as ``infer`` draws it), captioned with
+class name and score.
 """
 
 import lightning as L
@@ -13,12 +13,10 @@ from lightning.pytorch.loggers import WandbLogger
 from torch import Tensor
 from torchvision.utils import draw_segmentation_masks, make_grid
 
+from vistr_lit.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from vistr_lit.inference.track import Track, decode_mask
+from vistr_lit.inference.visualize import MASK_ALPHA, track_colour
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-PALETTE = ("#e6194b", "#3cb44b", "#ffe119", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6")
-MASK_ALPHA = 0.5
 GRID_PADDING = 2
 
 
@@ -40,7 +38,7 @@ def draw_video(frames: Tensor, orig_size: tuple[int, int], tracks: list[Track], 
             rle = track.segmentation(t)
             if rle is not None:
                 masks.append(torch.from_numpy(decode_mask(rle)))
-                colors.append(PALETTE[track.track_id % len(PALETTE)])
+                colors.append(track_colour(track.track_id))
         if masks:
             image = draw_segmentation_masks(image, torch.stack(masks), alpha=MASK_ALPHA, colors=colors)
         drawn.append(image)

@@ -8,7 +8,6 @@ from pycocotools import mask as mask_utils
 from ytvis_samples import HEIGHT, WIDTH, box_mask, make_raw
 
 from vistr_lit.data.synthvis import encode_uncompressed_rle
-from vistr_lit.data.validation import validate_ytvis
 from vistr_lit.data.ytvis import (
     AnnotationError,
     CategoryMap,
@@ -17,6 +16,7 @@ from vistr_lit.data.ytvis import (
     load_ytvis,
     parse_ytvis,
 )
+from vistr_lit.ytvis_format import validate_ytvis
 
 
 def test_uncompressed_rle_round_trip_matches_pycocotools():

@@ -64,7 +64,7 @@ def test_unknown_video_and_category():
     _raises(gt, results, "results[0]", "'category_id' 3")
     gt, results = fresh()
     gt["annotations"][0]["category_id"] = 9
-    _raises(gt, results, "annotation 7", "'category_id' 9")
+    _raises(gt, results, "annotation 7", "'category_id' = 9")  # the dataset checker's words
 
 
 @pytest.mark.parametrize(

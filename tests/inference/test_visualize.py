@@ -85,3 +85,17 @@ def test_visual_outputs_show_tracks_above_the_threshold(tmp_path):
         assert set(np.unique(png)) == {0, 1}  # only the shown track, as id + 1
         assert png[10, 2 + 5 * x] == 1 and png[20, 25] == 0
     assert len(list(iio.imiter(path))) == 3
+
+
+def test_training_overlays_draw_tracks_in_the_same_colours():
+    """One palette: the W&B validation overlays colour a track as ``infer`` does (``track_colour``)."""
+    from vistr_lit.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+    from vistr_lit.overlays import draw_video
+
+    track = Track(5, 0)
+    track.append(encode_mask(square(2)), 0.9, 0)
+    black = (-torch.tensor(IMAGENET_MEAN) / torch.tensor(IMAGENET_STD))[None, :, None, None]  # normalized 0
+    image = draw_video(black.expand(1, 3, HEIGHT, WIDTH), (HEIGHT, WIDTH), [track], max_frames=1)
+    pixel = image[:, 8, 6]  # inside the square (rows 5-14, columns 2-11); one frame: no grid padding
+    expected = torch.tensor([0.5 * c for c in track_colour(5)])  # half-transparent over black
+    assert (pixel.float() - expected).abs().max() <= 1, (pixel, expected)

@@ -9,7 +9,8 @@ from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
 from vistr_lit.models.backbone import Backbone
-from vistr_lit.models.mask_head import InstanceSequenceHead, MHAttentionMap, PixelDecoder, TimePaddedConv3d
+from vistr_lit.models.extensions.pixel_decoder import PixelDecoder
+from vistr_lit.models.mask_head import InstanceSequenceHead, MHAttentionMap, TimePaddedConv3d
 from vistr_lit.models.padding import masked_group_norm, size_mask, valid_sizes
 from vistr_lit.models.position_encoding import PositionEmbeddingSine3D
 from vistr_lit.models.transformer import MultiheadAttention, Transformer

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from vistr_lit.models import build_vistr
-from vistr_lit.models.mask_classifier import MaskPooledClassifier
+from vistr_lit.models.extensions.mask_classifier import MaskPooledClassifier
 
 TINY = dict(
     hidden_dim=48, nheads=4, enc_layers=1, dec_layers=2, dim_feedforward=64, mask_fusion="dot_product"
@@ -19,13 +19,14 @@ def tiny(seed=0, **kwargs):
 
 def randomize_output(model):
     torch.manual_seed(1)
-    torch.nn.init.normal_(model.mask_classifier.out.weight, std=0.5)
+    torch.nn.init.normal_(model.mask_extension.mask_classifier.out.weight, std=0.5)
 
 
 def test_a_new_head_predicts_like_the_plain_classifier():
     plain, with_head = tiny(), tiny(mask_classifier=True)
     missing, unexpected = with_head.load_state_dict(plain.state_dict(), strict=False)
-    assert not unexpected and missing and all(k.startswith("mask_classifier.") for k in missing)
+    assert not unexpected and missing
+    assert all(k.startswith("mask_extension.mask_classifier.") for k in missing)
     frames = torch.randn(2, 3, 3, 48, 64)
     with torch.no_grad():
         torch.testing.assert_close(with_head(frames)["pred_logits"], plain(frames)["pred_logits"])
@@ -147,4 +148,4 @@ def test_runs_under_bf16_autocast():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = model(torch.randn(2, 3, 3, 48, 64))
     out["pred_logits"].float().sum().backward()
-    assert model.mask_classifier.out.weight.grad is not None
+    assert model.mask_extension.mask_classifier.out.weight.grad is not None

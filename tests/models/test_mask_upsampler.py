@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import vistr_lit.models.mask_head as mask_head
+import vistr_lit.models.extensions.mask_upsampler as mask_upsampler
 from vistr_lit.models import build_vistr
-from vistr_lit.models.mask_head import ConvexMaskUpsampler
+from vistr_lit.models.extensions.mask_upsampler import ConvexMaskUpsampler
 
 TINY = dict(
     hidden_dim=48, nheads=4, enc_layers=1, dec_layers=2, dim_feedforward=64, mask_fusion="dot_product"
@@ -23,7 +23,7 @@ def randomized(upsampler, seed=1):
 
 def test_initial_weights_are_bilinear_upsampling():
     offsets = torch.tensor([-0.25, 0.25])  # factor 2: the fine pixels' offsets from their cell's centre
-    weights = mask_head._bilinear_convex_weights(2)  # 9 x 2 x 2, rows -1/0/+1 x columns -1/0/+1
+    weights = mask_upsampler._bilinear_convex_weights(2)  # 9 x 2 x 2, rows -1/0/+1 x columns -1/0/+1
     torch.testing.assert_close(weights.sum(0), torch.ones(2, 2))
     # the top-left fine pixel: 0.75 of its own cell along each axis, 0.25 of the cell above / to the left
     expected = torch.tensor([[0.25 * 0.25, 0.25 * 0.75, 0], [0.75 * 0.25, 0.75 * 0.75, 0], [0, 0, 0]])
@@ -33,7 +33,7 @@ def test_initial_weights_are_bilinear_upsampling():
 
 @pytest.mark.parametrize("factor", [2, 4])
 def test_a_new_upsampler_is_bilinear_away_from_the_border(monkeypatch, factor):
-    monkeypatch.setattr(mask_head, "BILINEAR_FLOOR", 1e-30)
+    monkeypatch.setattr(mask_upsampler, "BILINEAR_FLOOR", 1e-30)
     torch.manual_seed(0)
     upsampler = ConvexMaskUpsampler(8, factor)
     pixels, frames = torch.randn(2, 8, 6, 7), torch.randn(2, 3, 6 * factor, 7 * factor)
@@ -53,7 +53,7 @@ def test_fine_logits_are_convex_combinations_of_the_neighbourhood():
         fine = upsampler(logits, weights, (20, 24))
     assert weights.shape == (1, 9, 4, 4, 5, 6) and (weights >= 0).all()
     torch.testing.assert_close(weights.sum(1), torch.ones(1, 4, 4, 5, 6))
-    assert (weights - mask_head._bilinear_convex_weights(4)[None, :, :, :, None, None]).abs().max() > 0.1
+    assert (weights - mask_upsampler._bilinear_convex_weights(4)[None, :, :, :, None, None]).abs().max() > 0.1
     padded = F.pad(logits, (1, 1, 1, 1))
     low = -F.max_pool2d(-padded, 3, stride=1)  # each cell's neighbourhood minimum and maximum
     high = F.max_pool2d(padded, 3, stride=1)
@@ -108,9 +108,9 @@ def test_bad_arguments_raise_clear_errors():
 def test_vistr_mask_stride_1_upsamples_the_stride_4_masks():
     torch.manual_seed(0)
     model = build_vistr(3, 3, 2, backbone="resnet10", mask_stride=1, **TINY).eval()
-    randomized(model.mask_upsampler)
+    randomized(model.mask_extension.mask_upsampler)
     captured = {}
-    model.mask_upsampler.register_forward_hook(
+    model.mask_extension.mask_upsampler.register_forward_hook(
         lambda module, args, kwargs, out: captured.update(args=args, kwargs=kwargs, out=out), with_kwargs=True
     )
     frames = torch.randn(1, 3, 3, 42, 54)

@@ -74,7 +74,7 @@ def tiny(**kwargs):
 def test_a_slot_sees_the_cells_its_masks_cover_in_any_frame():
     """T = 2 frames, N = 2 slots, memory 2 x 3 cells a frame (stride 16 of 32 x 48 px; pixels at stride 4)."""
     model = tiny(masked_attention=True)
-    model.mask_embed = nn.Identity()  # the queries themselves are the mask embeddings: D = C
+    model.mask_extension.mask_embed = nn.Identity()  # the queries themselves are the mask embeddings: D = C
     C = TINY["hidden_dim"]
     hs = torch.zeros(1, 4, C)  # queries (t, i) = (0, 0), (0, 1), (1, 0), (1, 1)
     hs[0, 0, 0] = hs[0, 2, 0] = 10.0  # slot 0 reads channel 0 in both frames
@@ -83,7 +83,8 @@ def test_a_slot_sees_the_cells_its_masks_cover_in_any_frame():
     pixels[0, 0, 1, 1] = 1.0  # slot 0: one pixel in frame 0, memory cell (0, 0)
     pixels[1, 0, 5, 10] = 1.0  # and one in frame 1, memory cell (1, 2)
     # slot 1 covers nothing: it sees every cell
-    seen = model._attention_masks(hs, pixels, None, None)  # 1 x 4 x S, S = 2 frames x 2 x 3 cells
+    # 1 x 4 x S, S = 2 frames x 2 x 3 cells
+    seen = model.mask_extension._attention_masks(hs, pixels, None, None)
     slot0 = torch.zeros(2, 2, 3, dtype=torch.bool)
     slot0[0, 0, 0] = slot0[1, 1, 2] = True
     assert torch.equal(seen[0, 0], slot0.flatten()) and torch.equal(seen[0, 2], slot0.flatten())
@@ -93,7 +94,7 @@ def test_a_slot_sees_the_cells_its_masks_cover_in_any_frame():
     token_mask = torch.zeros(2, 2, 3, dtype=torch.bool)
     token_mask[..., 2] = True
     pixels[:, :, :, 8:] = 0.0  # the pixel decoder's output is zero on padding
-    seen = model._attention_masks(hs, pixels, sizes, token_mask.flatten()[None])
+    seen = model.mask_extension._attention_masks(hs, pixels, sizes, token_mask.flatten()[None])
     slot0[1, 1, 2] = False  # its frame-1 cell is padding now
     assert torch.equal(seen[0, 0], slot0.flatten())
     assert torch.equal(seen[0, 1], ~token_mask.flatten())
@@ -101,7 +102,8 @@ def test_a_slot_sees_the_cells_its_masks_cover_in_any_frame():
 
 def test_masked_attention_changes_the_predictions_and_ignores_the_padding():
     plain, masked = tiny(), tiny(masked_attention=True)
-    nn.init.normal_(plain.mask_head.out.weight, std=3.0)  # masks that cover some cells and not others
+    # masks that cover some cells and not others
+    nn.init.normal_(plain.mask_extension.pixel_decoder.out.weight, std=3.0)
     masked.load_state_dict(plain.state_dict())
     clip = torch.randn(2, 3, 50, 70)
     with torch.no_grad():

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from vistr_lit.data.validation import validate_ytvis
 from vistr_lit.data.ytvis import parse_ytvis
+from vistr_lit.ytvis_format import validate_ytvis
 
 
 @dataclass
@@ -69,7 +69,7 @@ def check_dataset(root: str | Path, ann: str | Path, check_frames: bool = True) 
     except (json.JSONDecodeError, UnicodeDecodeError) as err:  # text that is no JSON, or no text
         report.problems.append(f"{ann}: not valid JSON ({err})")
         return report
-    report.problems.extend(validate_ytvis(raw, ann))
+    report.problems.extend(validate_ytvis(raw, ann, dataset=True))  # the evaluator's rules, and frames
     if not root.is_dir():
         report.problems.append(f"{root}: frames folder does not exist")
         check_frames = False

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from vistr_lit.data.validation import validate_ytvis
 from vistr_lit.errors import UserError
+from vistr_lit.ytvis_format import validate_ytvis
 
 # Largest 64-bit value of the stable hash, used to turn it into a fraction in [0, 1).
 _HASH_SPAN = float(2**64)
@@ -152,18 +152,18 @@ def decode_segmentation(seg: Any, height: int, width: int) -> np.ndarray:
 
 def parse_ytvis(raw: dict, path: str | Path) -> YTVISData:
     """Validated json -> :class:`YTVISData`; raises :class:`AnnotationError` listing every problem."""
-    problems = validate_ytvis(raw, path)
+    problems = validate_ytvis(raw, path, dataset=True)
     if problems:
         raise AnnotationError(path, problems)
     videos = [Video(v["id"], v["width"], v["height"], tuple(v["file_names"])) for v in raw["videos"]]
     annotations: dict[int, list[Annotation]] = {v.id: [] for v in videos}
-    for a in raw.get("annotations", []):
+    for a in raw.get("annotations") or []:  # OVIS test files: `annotations: null`
         annotations[a["video_id"]].append(
             Annotation(
                 id=a["id"],
                 video_id=a["video_id"],
                 category_id=a["category_id"],
-                iscrowd=int(a.get("iscrowd", 0)),
+                iscrowd=int(a["iscrowd"]),
                 segmentations=tuple(a["segmentations"]),
                 bboxes=tuple(a["bboxes"]) if "bboxes" in a else None,
                 areas=tuple(a["areas"]) if "areas" in a else None,
@@ -175,7 +175,7 @@ def parse_ytvis(raw: dict, path: str | Path) -> YTVISData:
         annotations=annotations,
         category_map=CategoryMap.from_categories(raw["categories"]),
         raw=raw,
-        has_annotations="annotations" in raw,
+        has_annotations=raw.get("annotations") is not None,
     )
 
 

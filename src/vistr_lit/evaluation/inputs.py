@@ -1,7 +1,8 @@
 """Validated YouTube-VIS ground truth and results, as per-video tracks of compressed RLEs.
 
-Everything the official evaluator reads is checked here, with errors naming the video, annotation (or
-results index) and field. Where the official code crashes or silently truncates, we raise instead:
+Everything the official evaluator reads is checked, with errors naming the video, annotation (or results
+index) and field: the ground truth by ``vistr_lit.ytvis_format`` (the validator the dataset checker uses), the
+results here. Where the official code crashes or silently truncates, we raise instead:
 per-frame lists whose length differs from the video's, frame masks whose size differs from the video's,
 results for unknown videos or categories (the official code drops the latter silently).
 """
@@ -15,8 +16,9 @@ from pathlib import Path
 import numpy as np
 from pycocotools import mask as mask_utils
 
-# OVIS per-frame occlusion labels and their scores (OVIS challenge paper; oviseval.py `occann2score`).
-OCCLUSION_SCORES = {"no_occlusion": 0.0, "slight_occlusion": 0.25, "severe_occlusion": 0.75}
+from vistr_lit.ytvis_format import OCCLUSION_SCORES, num_frames, segmentation_problem, validate_ytvis
+
+MAX_LISTED_PROBLEMS = 10  # a ground truth's problems named in the error, the rest counted
 
 
 class YTVISFormatError(ValueError):
@@ -91,26 +93,16 @@ def _list_field(obj: dict, key: str, length: int, where: str) -> list:
 
 
 def _to_rle(segm, video: Video, where: str, polygons_allowed: bool) -> dict:
-    """A truthy frame segmentation as compressed RLE of the video's size (as the official ``annToRLE``)."""
-    size = [video.height, video.width]
+    """A frame segmentation as compressed RLE of the video's size (as the official ``annToRLE``); its verdict
+    is ``ytvis_format.segmentation_problem``'s."""
+    why = segmentation_problem(segm, video.height, video.width, polygons=polygons_allowed)
+    if why:
+        raise YTVISFormatError(f"{where}: {why}")
     if isinstance(segm, list):
-        if not polygons_allowed:
-            raise YTVISFormatError(f"{where}: polygons are not accepted in results; write compressed RLE")
-        if not all(isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0 for p in segm):
-            raise YTVISFormatError(f"{where}: a polygon must be a list of >= 3 (x, y) pairs")
         return mask_utils.merge(mask_utils.frPyObjects(segm, video.height, video.width))
-    if not isinstance(segm, dict) or "counts" not in segm or "size" not in segm:
-        raise YTVISFormatError(f"{where}: expected an RLE {{'size', 'counts'}}, a polygon list or null")
-    if list(segm["size"]) != size:
-        raise YTVISFormatError(f"{where}: mask size {list(segm['size'])} differs from the video's {size}")
-    counts = segm["counts"]
-    if isinstance(counts, list):  # uncompressed RLE (what the public YTVIS json holds)
-        if sum(counts) != video.height * video.width:
-            raise YTVISFormatError(f"{where}: uncompressed RLE counts do not sum to {size[0]}x{size[1]}")
+    if isinstance(segm["counts"], list):  # uncompressed RLE (what the public YTVIS json holds)
         return mask_utils.frPyObjects(segm, video.height, video.width)
-    if isinstance(counts, (str, bytes)):
-        return {"size": size, "counts": counts}
-    raise YTVISFormatError(f"{where}: RLE counts must be a string or a list of ints")
+    return {"size": [video.height, video.width], "counts": segm["counts"]}
 
 
 def _frame_areas(rles: list[dict | None]) -> np.ndarray:
@@ -131,6 +123,7 @@ class GroundTruth:
     annotations: dict[int, list[dict]]  # video id -> its annotations, file order
     has_occlusion: bool
     category_names: dict[int, str] = field(default_factory=dict)
+    name: str = "ground truth"  # in the messages, as the validator's
     _tracks: dict[int, VideoTracks] = field(default_factory=dict, repr=False)
 
     def tracks(self, video_id: int) -> VideoTracks:
@@ -143,10 +136,12 @@ class GroundTruth:
         anns = self.annotations.get(video_id, [])
         rles = []
         for ann in anns:
-            where = f"ground truth video {video_id}, annotation {ann['id']}"
+            where = f"{self.name}, video {video_id}, annotation {ann['id']}"
             rles.append(
                 [
-                    _to_rle(s, video, f"{where}, segmentations[{f}]", polygons_allowed=True) if s else None
+                    _to_rle(s, video, f"{where}: field 'segmentations[{f}]'", polygons_allowed=True)
+                    if s is not None
+                    else None
                     for f, s in enumerate(ann["segmentations"])
                 ]
             )
@@ -168,85 +163,32 @@ class GroundTruth:
 
 
 def _occlusion_score(ann: dict, video_id: int) -> float:
-    """OVIS ``occ_score``: mean of the top ceil(n/2) per-frame occlusion scores (same float ops)."""
+    """OVIS ``occ_score``: mean of the top ceil(n/2) per-frame occlusion scores (same float ops); the
+    validator has refused annotations without a labelled frame (the official code divides by zero)."""
     scores = sorted(OCCLUSION_SCORES[label] for label in ann["occlusion"] if label is not None)
-    if not scores:  # the official code divides by zero here
-        raise YTVISFormatError(
-            f"ground truth video {video_id}, annotation {ann['id']}: field 'occlusion' has no labelled frame"
-        )
     top = scores[-math.ceil(len(scores) / 2) :]
     return sum(top) / len(top)
 
 
 def load_ground_truth(source: dict | str | Path) -> GroundTruth:
-    """Parse and validate a YouTube-VIS (or OVIS) ground-truth dict or json path."""
+    """Parse and validate a YouTube-VIS (or OVIS) ground-truth dict or json path (``validate_ytvis``; the
+    frame segmentations are checked, by the same rules, when a video's masks are converted)."""
     data = _load_json(source, "ground truth")
-    if not isinstance(data, dict) or not isinstance(data.get("videos"), list):
-        raise YTVISFormatError("ground truth: expected a dict with a 'videos' list")
-    if not isinstance(data.get("categories"), list):
-        raise YTVISFormatError("ground truth: expected a 'categories' list")
-    videos: dict[int, Video] = {}
-    for i, v in enumerate(data["videos"]):
-        vid = _int_field(v, "id", f"ground truth videos[{i}]")
-        where = f"ground truth video {vid}"
-        if vid in videos:
-            raise YTVISFormatError(f"{where}: duplicate video id")
-        height, width = _int_field(v, "height", where), _int_field(v, "width", where)
-        if "file_names" in v:
-            num_frames = len(v["file_names"])
-            if "length" in v and _int_field(v, "length", where) != num_frames:
-                raise YTVISFormatError(f"{where}: 'length' {v['length']} != {num_frames} 'file_names'")
-        else:
-            num_frames = _int_field(v, "length", where)
-        videos[vid] = Video(vid, height, width, num_frames)
-    category_ids = [
-        _int_field(c, "id", f"ground truth categories[{i}]") for i, c in enumerate(data["categories"])
-    ]
-    if len(set(category_ids)) != len(category_ids):
-        raise YTVISFormatError(f"ground truth: duplicate category ids in {category_ids}")
+    name = f"ground truth {source}" if isinstance(source, str | Path) else "ground truth"
+    problems = validate_ytvis(data, name, segmentations=False)
+    if problems:
+        listed = problems[:MAX_LISTED_PROBLEMS]
+        more = len(problems) - len(listed)
+        raise YTVISFormatError("; ".join(listed) + (f"; and {more} more problem(s)" if more else ""))
+    videos = {v["id"]: Video(v["id"], v["height"], v["width"], num_frames(v)) for v in data["videos"]}
+    anns = data.get("annotations") or []
     annotations: dict[int, list[dict]] = {}
-    seen_ids: set[int] = set()
-    anns = data.get("annotations") or []  # OVIS tolerates `annotations: null`
-    if not isinstance(anns, list):
-        raise YTVISFormatError(f"ground truth: 'annotations' must be a list, got {type(anns).__name__}")
-    labelled = [isinstance(a, dict) and "occlusion" in a for a in anns]
-    if any(labelled) and not all(labelled):
-        first = anns[labelled.index(False)]
-        first = first.get("id") if isinstance(first, dict) else first
-        raise YTVISFormatError(f"ground truth annotation {first}: missing field 'occlusion' (others have it)")
-    for i, ann in enumerate(anns):
-        ann_id = _int_field(ann, "id", f"ground truth annotations[{i}]")
-        vid = _int_field(ann, "video_id", f"ground truth annotation {ann_id}")
-        where = f"ground truth video {vid}, annotation {ann_id}"
-        if ann_id in seen_ids:
-            raise YTVISFormatError(f"{where}: duplicate annotation id")
-        seen_ids.add(ann_id)
-        if vid not in videos:
-            raise YTVISFormatError(f"{where}: field 'video_id' is not a video of the ground truth")
-        if _int_field(ann, "category_id", where) not in category_ids:
-            raise YTVISFormatError(f"{where}: field 'category_id' {ann['category_id']} is not a category")
-        if "iscrowd" not in ann:
-            raise YTVISFormatError(f"{where}: missing field 'iscrowd'")
-        if ann["iscrowd"] not in (0, 1):  # True/False compare equal to 1/0
-            raise YTVISFormatError(f"{where}: field 'iscrowd' must be 0 or 1, got {ann['iscrowd']!r}")
-        num_frames = videos[vid].num_frames
-        _list_field(ann, "segmentations", num_frames, where)
-        for f, area in enumerate(_list_field(ann, "areas", num_frames, where)):
-            if area is not None and (
-                not isinstance(area, numbers.Real) or not math.isfinite(area) or area < 0
-            ):
-                raise YTVISFormatError(
-                    f"{where}: areas[{f}] must be a finite number >= 0 or null, got {area!r}"
-                )
-        if labelled and labelled[0]:
-            for f, label in enumerate(_list_field(ann, "occlusion", num_frames, where)):
-                if label is not None and label not in OCCLUSION_SCORES:
-                    raise YTVISFormatError(
-                        f"{where}: occlusion[{f}] = {label!r} not in {list(OCCLUSION_SCORES)}"
-                    )
-        annotations.setdefault(vid, []).append(ann)
+    for ann in anns:
+        annotations.setdefault(ann["video_id"], []).append(ann)
     names = {c["id"]: str(c.get("name", "")) for c in data["categories"]}
-    return GroundTruth(videos, sorted(category_ids), annotations, bool(anns) and all(labelled), names)
+    category_ids = sorted(c["id"] for c in data["categories"])
+    has_occlusion = bool(anns) and all("occlusion" in a for a in anns)
+    return GroundTruth(videos, category_ids, annotations, has_occlusion, names, name)
 
 
 def load_detections(

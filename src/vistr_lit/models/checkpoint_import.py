@@ -18,8 +18,9 @@ import torch
 from torch import Tensor, nn
 
 from vistr_lit.models.backbone import RESNET_ARCHS
+from vistr_lit.models.vistr import NUM_INSTANCES
 
-DEFAULT_NUM_INSTANCES = 10  # the released models: 10 instance slots per frame
+DEFAULT_NUM_INSTANCES = NUM_INSTANCES  # the released models: 10 instance slots per frame
 DEFAULT_NHEADS = 8  # not recoverable from shapes when the mask branch has no attention maps
 DETECTOR_PREFIXES = ("vistr.", "detr.")
 AUTHOR_RENAMES = (("backbone.0.body.", "backbone.body."),)

@@ -18,13 +18,12 @@ from vistr_lit.ops.losses import (
 )
 from vistr_lit.ops.point_sampling import point_labels, point_sample, uncertain_points
 
-LOSS_NAMES = {
-    "labels": ("loss_ce",),
-    "boxes": ("loss_bbox", "loss_giou"),
-    "masks": ("loss_mask", "loss_dice"),
-}
+# DETR's loss names (`_{i}` appended for auxiliary layer i), in the order they are computed and weighted
+LOSS_NAMES = ("loss_ce", "loss_bbox", "loss_giou", "loss_mask", "loss_dice")
+# the groups of `SetCriterion(losses=...)` and the losses each computes
+LOSS_GROUPS = {"labels": LOSS_NAMES[:1], "boxes": LOSS_NAMES[1:3], "masks": LOSS_NAMES[3:]}
 # The original's weights (`--bbox_loss_coef 5 --giou_loss_coef 2 --mask_loss_coef 1 --dice_loss_coef 1`).
-PAPER_WEIGHTS = {"loss_ce": 1.0, "loss_bbox": 5.0, "loss_giou": 2.0, "loss_mask": 1.0, "loss_dice": 1.0}
+PAPER_WEIGHTS = dict(zip(LOSS_NAMES, (1.0, 5.0, 2.0, 1.0, 1.0), strict=True))
 # The original's decoder has 6 layers: 5 auxiliary outputs.
 DEFAULT_NUM_AUX_LAYERS = 5
 MASK_LOSS_RESOLUTIONS = ("target", "prediction", "points")
@@ -87,10 +86,10 @@ class SetCriterion(nn.Module):
         point_importance_ratio: float = POINT_IMPORTANCE_RATIO,
     ):
         super().__init__()
-        unknown = set(losses) - set(LOSS_NAMES)
+        unknown = set(losses) - set(LOSS_GROUPS)
         if unknown or not losses:
             raise ValueError(
-                f"SetCriterion losses={list(losses)}; expected a non-empty subset of {list(LOSS_NAMES)}"
+                f"SetCriterion losses={list(losses)}; expected a non-empty subset of {list(LOSS_GROUPS)}"
             )
         if mask_loss_resolution not in MASK_LOSS_RESOLUTIONS:
             raise ValueError(
