@@ -19,6 +19,7 @@ from lightning.pytorch.loggers import Logger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 from vistr_lit.lit_module import NonFiniteLossError, VisTRLitModule
+from vistr_lit.models.pretrained import Start, load_torchvision_file, resolve_start
 
 log = logging.getLogger(__name__)
 CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")
@@ -34,10 +35,27 @@ def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
     return datamodule
 
 
-def build_module(cfg: DictConfig, datamodule: L.LightningDataModule) -> VisTRLitModule:
-    """VisTRLitModule from ``cfg.model`` and the datamodule's categories, ``model.init_from`` loaded."""
+def prepare_start(cfg: DictConfig) -> Start | None:
+    """The run's initial weights (docs/ablations.md), decided and fetched before any other work: the
+    authors' DETR via ``model.init_from``, else torchvision's ImageNet backbone, else random weights (refused
+    for a frozen-BN backbone unless ``model.allow_random_frozen_bn``). None when the run does not train from
+    fresh weights (evaluation only, or a resume: the checkpoint holds them)."""
+    if not cfg.train or cfg.ckpt_path is not None:
+        return None
+    net = OmegaConf.to_container(cfg.model.net, resolve=True)
+    return resolve_start(net, cfg.model.init_from, cfg.model.allow_random_frozen_bn)
+
+
+def build_module(
+    cfg: DictConfig, datamodule: L.LightningDataModule, start: Start | None = None
+) -> VisTRLitModule:
+    """VisTRLitModule from ``cfg.model`` and the datamodule's categories, ``model.init_from`` loaded, and
+    the ImageNet backbone when ``start`` says so (``net.pretrained_backbone`` is a start, not a module
+    argument: a checkpoint's hyper-parameters never download anything)."""
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     init_from = model_cfg.pop("init_from")
+    model_cfg.pop("allow_random_frozen_bn")
+    model_cfg["net"].pop("pretrained_backbone", None)
     target = model_cfg.pop("_target_")
     if target != "vistr_lit.lit_module.VisTRLitModule":
         raise ValueError(f"model._target_ must be vistr_lit.lit_module.VisTRLitModule, got {target!r}")
@@ -50,6 +68,9 @@ def build_module(cfg: DictConfig, datamodule: L.LightningDataModule) -> VisTRLit
 
         report = initialize_from(module, init_from)
         log.info("initialized from %s: %s", init_from, report)
+    elif start is not None and start.kind == "torchvision":
+        load_torchvision_file(module.model, start.path, model_cfg["net"]["backbone"])
+        log.info("initialized the backbone from %s", start.description)
     return module
 
 
@@ -197,9 +218,12 @@ def run_training(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
         torch.set_num_threads(int(cfg.num_threads))
     warn_if_inexact_resume(cfg)
     warn_if_slow_bf16(cfg)
+    start = prepare_start(cfg)  # refuses, or fetches the weights, before any data is made or read
+    if start is not None:
+        log.info("start: %s", start.description)
     L.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
-    module = build_module(cfg, datamodule)
+    module = build_module(cfg, datamodule, start)
     loggers = build_loggers(cfg)
     trainer = build_trainer(cfg, build_callbacks(cfg, has_logger=bool(loggers)), loggers)
     if trainer.is_global_zero:
