@@ -48,12 +48,15 @@ def convert(
     num_instances: int = DEFAULT_NUM_INSTANCES,
     nheads: int | None = None,
 ) -> VisTRLitModule:
-    """An authors' VisTR file → a ``VisTRLitModule`` holding exactly its weights (strict)."""
+    """An authors' VisTR file → a ``VisTRLitModule`` holding exactly its weights (strict), every logit of
+    the file's class head included, so that its class probabilities are the original's (``AuthorsClassHead``:
+    the rows no kept category uses stay in the softmax's normalization)."""
     sd = load_checkpoint_file(in_path)
     ours, net = convert_vistr_state_dict(
-        sd, category_ids=category_ids, num_instances=num_instances, source=str(in_path)
+        sd, category_ids=category_ids, num_instances=num_instances, source=str(in_path), keep_unused=True
     )
     num_classes = net.pop("num_classes")
+    net["unused_class_logits"] = ours["class_embed.weight"].shape[0] - num_classes - 1
     if nheads is not None:
         net["nheads"] = nheads
     ids = list(category_ids) if category_ids is not None else list(range(1, num_classes + 1))
