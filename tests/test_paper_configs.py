@@ -9,7 +9,8 @@ from omegaconf import OmegaConf
 from vistr_lit.models.matcher import HungarianMatcher
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "src" / "vistr_lit" / "conf")
-MATCHER_FIELDS = ("mode", "cost_class", "cost_bbox", "cost_giou", "box_cost", "bbox_reduction", "absent_frames")
+MATCHER_FIELDS = ("mode", "cost_class", "cost_bbox", "cost_giou")
+MATCHER_FIELDS += ("box_cost", "bbox_reduction", "absent_frames")
 
 
 def compose_train(overrides: list[str]):
