@@ -14,6 +14,7 @@ from pathlib import Path
 import hydra
 import lightning as L
 import torch
+from hydra.types import RunMode
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import Logger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
@@ -127,6 +128,19 @@ def best_checkpoint(trainer: L.Trainer) -> str:
     return ""
 
 
+def sweep_group(sweep_dir: str | Path) -> str:
+    """The W&B group of every run of one Hydra sweep (and of its ablation table)."""
+    return f"sweep-{Path(sweep_dir).name}"
+
+
+def wandb_group() -> str | None:
+    """This run's sweep group under ``--multirun``; None for a single run (its experiment_name then)."""
+    if not hydra.core.hydra_config.HydraConfig.initialized():
+        return None
+    hydra_cfg = hydra.core.hydra_config.HydraConfig.get()
+    return sweep_group(hydra_cfg.sweep.dir) if hydra_cfg.mode == RunMode.MULTIRUN else None
+
+
 def build_loggers(cfg: DictConfig) -> list[Logger]:
     loggers = []
     for name, conf in (cfg.get("logger") or {}).items():
@@ -134,7 +148,10 @@ def build_loggers(cfg: DictConfig) -> list[Logger]:
             continue
         if "_target_" not in conf:
             raise ValueError(f"logger.{name} has no _target_")
-        loggers.append(hydra.utils.instantiate(conf, _convert_="all"))
+        group = {}
+        if conf["_target_"].endswith("WandbLogger") and conf.get("group") is None:
+            group = {"group": wandb_group() or cfg.experiment_name}  # a sweep's runs compare in one group
+        loggers.append(hydra.utils.instantiate(conf, **group, _convert_="all"))
     if not loggers:
         warnings.warn(
             "this run has no logger (logger=none): only metrics.json records its results", stacklevel=2
