@@ -229,6 +229,16 @@ def finish_loggers(loggers: list[Logger]) -> None:
         wandb.finish()
 
 
+def drop_requeue_checkpoints(trainer: L.Trainer) -> None:
+    """Remove the ``hpc_ckpt_*.ckpt`` that Lightning's SLURM requeue (SIGUSR1) saved once fit has finished:
+    under SLURM, ``validate`` and a rerun would otherwise load them instead of the final weights."""
+    if trainer.is_global_zero:
+        for path in Path(trainer.default_root_dir).glob("hpc_ckpt_*.ckpt"):
+            log.info("fit finished: removing the requeue checkpoint %s", path)
+            path.unlink()
+    trainer.strategy.barrier()
+
+
 def run_training(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     """Train (``cfg.train``) and evaluate (``cfg.final_eval``); returns the final validation statistics."""
     if cfg.num_threads is not None:
@@ -250,6 +260,7 @@ def run_training(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     try:
         if cfg.train:
             trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg.ckpt_path, output_dir))
+            drop_requeue_checkpoints(trainer)
             if module.nonfinite_message is not None:
                 last = output_dir / "checkpoints" / "last.ckpt"
                 kept = (
