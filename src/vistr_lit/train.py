@@ -55,7 +55,7 @@ def build_module(
     argument: a checkpoint's hyper-parameters never download anything)."""
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     init_from = model_cfg.pop("init_from")
-    model_cfg.pop("allow_random_frozen_bn")
+    model_cfg.pop("allow_random_frozen_bn", None)
     model_cfg["net"].pop("pretrained_backbone", None)
     target = model_cfg.pop("_target_")
     if target != "vistr_lit.lit_module.VisTRLitModule":
