@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export OMP_NUM_THREADS ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-slow lint format ablations bench data clean
+.PHONY: help install train test test-slow lint format ablations ablations-cpu bench data clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -47,8 +47,17 @@ data: $(STAMP)  ## generate the synthvis dataset and check it
 	$(PY) -m vistr_lit.data.synthetic --out data/synthvis
 	$(PY) -m vistr_lit.data.check --root data/synthvis/train/JPEGImages --ann data/synthvis/train.json
 
-ablations: $(STAMP)  ## every paper ablation × 2 seeds as one multirun, then the ablation table
-	$(PY) -m vistr_lit.train --multirun '+experiment=glob(ablate_*)' seed=1,2
+# The paper-size sweep on every visible GPU. DDP by spawned processes: Lightning's re-executing `ddp` would
+# start the whole --multirun again in every rank.
+GPU_DDP := trainer=gpu ++trainer.strategy=ddp_spawn trainer.devices=-1
+
+ablations: $(STAMP)  ## the paper's ablations (R50, T = 36) x 2 seeds on the visible GPUs (DDP), then the table
+	@$(PY) scripts/require_gpu.py "make ablations" "make ablations-cpu"
+	$(PY) -m vistr_lit.train --multirun '+experiment=glob(ablate_*)' seed=1,2 $(GPU_DDP)
+	$(PY) scripts/ablation_table.py multirun
+
+ablations-cpu: $(STAMP)  ## the paper-shaped CPU table: baseline + 4 ablations x 3 seeds at preset=paper_small
+	$(PY) -m vistr_lit.train --multirun '+experiment=glob(ablate_*)' preset=paper_small seed=1,2,3
 	$(PY) scripts/ablation_table.py multirun
 
 bench: $(STAMP)  ## all benchmarks (CPU), figures as in the README

@@ -1,12 +1,16 @@
 """Turn finished training runs into the paper-style ablation table (Markdown).
 
-    python scripts/ablation_table.py RUNS_DIR [--baseline ablate_baseline] [--out table.md]
+    python scripts/ablation_table.py RUNS_DIR [--baseline ablate_baseline] [--out table.md] [--[no-]wandb]
 
 Every directory under RUNS_DIR (any depth) that holds ``metrics.json`` and ``.hydra/config.yaml`` is one
 run; runs are grouped by ``experiment_name`` and summarised over their seeds as mean ± sample std of
 ``val/AP``, ``val/AP50`` and ``val/AP75`` (in AP points, ×100), with ΔAP against the baseline's mean. Given
 a folder of Hydra sweeps (e.g. ``multirun/``), the newest sweep is read. ``make ablations`` runs ``python -m
 vistr_lit.train --multirun '+experiment=glob(ablate_*)' seed=1,2`` and then this script on ``multirun``.
+
+When the runs logged to W&B (``logger=wandb``; or ``--wandb``), the table is also logged as a W&B table
+``ablation_table`` in the sweep's group (``sweep-<sweep dir name>``, where the runs are), offline unless the
+runs were online: ``wandb sync <sweep>/wandb/offline-run-*`` uploads it.
 """
 
 import argparse
@@ -80,11 +84,68 @@ def ablation_table(runs: dict[str, list[dict]], baseline: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def table_rows(runs: dict[str, list[dict]], baseline: str) -> tuple[list[str], list[list]]:
+    """The table as columns and rows of numbers (AP points), baseline first, for a W&B table."""
+    base_ap = mean_std([r["metrics"]["val/AP"] * POINTS for r in runs[baseline]])[0]
+    columns = ["experiment", "seeds"]
+    for c in COLUMNS:
+        columns += [f"{c} mean", f"{c} std"]
+    columns.append("ΔAP")
+    rows = []
+    for name in [baseline] + sorted(set(runs) - {baseline}):
+        group = runs[name]
+        row = [name, ",".join(str(s) for s in sorted(r["seed"] for r in group))]
+        for c in COLUMNS:
+            row += list(mean_std([r["metrics"][c] * POINTS for r in group]))
+        row.append(row[2] - base_ap)
+        rows.append(row)
+    return columns, rows
+
+
+def wandb_settings(runs: dict[str, list[dict]]) -> dict | None:
+    """The runs' ``logger.wandb`` block (project, offline), or None when none logged to W&B."""
+    for group in runs.values():
+        for run in group:
+            config = yaml.safe_load((run["dir"] / ".hydra" / "config.yaml").read_text())
+            block = (config.get("logger") or {}).get("wandb")
+            if block:
+                return block
+    return None
+
+
+def log_wandb_table(sweep: Path, runs: dict[str, list[dict]], baseline: str, settings: dict | None) -> Path:
+    """Log the table to W&B in the sweep's group; returns the W&B run directory."""
+    import wandb
+
+    from vistr_lit.train import sweep_group
+
+    settings = settings or {}
+    columns, rows = table_rows(runs, baseline)
+    run = wandb.init(
+        project=settings.get("project", "vistr-lit"),
+        group=sweep_group(sweep),
+        job_type="ablation_table",
+        name="ablation_table",
+        dir=str(sweep),
+        mode="offline" if settings.get("offline", True) else "online",
+    )
+    run.log({"ablation_table": wandb.Table(columns=columns, data=rows)})
+    run_dir = Path(run.dir).parent
+    run.finish()
+    return run_dir
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs_dir", type=Path, help="a multirun directory (or any folder of training runs)")
     parser.add_argument("--baseline", default="ablate_baseline", help="experiment_name of the reference row")
     parser.add_argument("--out", type=Path, default=None, help="also write the table to this file")
+    parser.add_argument(
+        "--wandb",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="log the table to W&B (default: when the runs did)",
+    )
     args = parser.parse_args(argv)
     if not args.runs_dir.is_dir():
         parser.error(f"{args.runs_dir} is not a directory")
@@ -97,6 +158,10 @@ def main(argv: list[str] | None = None) -> int:
     print(table, end="")
     if args.out is not None:
         args.out.write_text(table)
+    settings = wandb_settings(runs)
+    if args.wandb or (args.wandb is None and settings is not None):
+        run_dir = log_wandb_table(sweep, runs, args.baseline, settings)
+        print(f"W&B table logged: {run_dir}", file=sys.stderr)
     return 0
 
 

@@ -14,6 +14,7 @@ from vistr_lit.models.checkpoint_import import (
     CheckpointError,
     load_vistr_checkpoint,
     random_reference_state_dict,
+    use_authors_class_head,
 )
 
 KEY_LIST = Path(__file__).parent / "models" / "reference" / "vistr_r50_state_dict.txt"
@@ -36,6 +37,7 @@ def test_converted_checkpoint_reproduces_the_authors_network(authors_file, tmp_p
     module = VisTRLitModule.load_from_checkpoint(out, map_location="cpu").eval()
     assert module.hparams.category_ids == list(range(1, YTVIS_CLASSES + 1))
     reference = build_vistr(num_classes=YTVIS_CLASSES, num_frames=36, backbone="resnet50").eval()
+    use_authors_class_head(reference, num_unused=1)  # the unused logit 0 kept (the original's softmax)
     load_vistr_checkpoint(reference, authors_file)
 
     frames = torch.randn(1, 36, 3, 32, 48, generator=torch.Generator().manual_seed(0))
@@ -53,7 +55,14 @@ def test_convert_keeps_the_categories_of_an_annotation_file(authors_file, tmp_pa
     assert hparams["category_ids"] == sorted(c["id"] for c in categories)
     assert hparams["category_names"] == [c["name"] for c in sorted(categories, key=lambda c: c["id"])]
     state = torch.load(out, map_location="cpu", weights_only=True)["state_dict"]
-    assert state["model.class_embed.weight"].shape[0] == len(categories) + 1
+    # every file row is kept: the kept categories first, the 36 others in the normalization only
+    assert state["model.class_embed.weight"].shape[0] == 42
+    assert hparams["net"]["unused_class_logits"] == 42 - len(categories) - 1
+    authors = torch.load(authors_file, map_location="cpu", weights_only=True)["model"][
+        "vistr.class_embed.weight"
+    ]
+    ids = hparams["category_ids"]
+    assert torch.equal(state["model.class_embed.weight"][: len(ids)], authors[ids])
 
 
 def test_convert_reports_a_broken_file(tmp_path, capsys):
@@ -133,3 +142,50 @@ def test_init_from_an_authors_file_reinitializes_class_head_and_queries(authors_
     sd = torch.load(authors_file, map_location="cpu", weights_only=True)["model"]
     key = "transformer.encoder.layers.0.linear1.weight"
     assert torch.equal(module.model.state_dict()[key], sd[f"vistr.{key}"])
+
+
+def test_converted_scores_are_the_original_formula(tmp_path):
+    """The authors' post-processing: softmax over all their logits (unused index 0 included), no-object
+    dropped, a slot's score the mean over frames of its best probability, its label the most frequent
+    per-frame argmax. A converted file's post-processed scores and labels are exactly those."""
+    from vistr_lit.models.checkpoint_import import AuthorsClassHead
+
+    torch.manual_seed(0)
+    kwargs = dict(num_frames=2, num_instances=3, backbone="resnet18", hidden_dim=48, nheads=4, enc_layers=1)
+    kwargs |= dict(dec_layers=1, dim_feedforward=32, temporal_fusion="none")
+    theirs = build_vistr(num_classes=4, **kwargs).eval()  # the authors' layout: unused 0, ids 1..3, no-object
+    with torch.no_grad():  # an unused logit that holds mass but never wins a frame, as in a trained file
+        theirs.class_embed.weight[0].zero_()
+        theirs.class_embed.bias[0] = -0.5
+    authors = {}
+    for key, value in theirs.state_dict().items():
+        prefix = "" if key.startswith(("mask_head.", "bbox_attention.", "insmask_head.")) else "vistr."
+        authors[prefix + key.replace("backbone.body.", "backbone.0.body.")] = value
+    path = tmp_path / "authors.pth"
+    torch.save({"model": authors}, path)
+    out = tmp_path / "converted.ckpt"
+    assert main([str(path), str(out), "--num-instances", "3"]) == 0
+    module = VisTRLitModule.load_from_checkpoint(out, map_location="cpu").eval()
+    assert isinstance(module.model.class_embed, AuthorsClassHead)
+    assert module.hparams.category_ids == [1, 2, 3]
+
+    frames = torch.randn(1, 2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        logits = theirs(frames)["pred_logits"]  # 1 x Q x 5, q = t·N + i
+        outputs = module.model(frames)
+    probs = logits.softmax(-1)[0, :, :-1].view(2, 3, 4).transpose(0, 1)  # N x T x 4 (index 0 unused)
+    assert (probs[..., 0] > 0.05).all() and (probs.argmax(-1) > 0).all()  # the test can tell the two apart
+    size = torch.tensor([[64, 64]])
+    outputs["pred_masks"] = torch.ones_like(outputs["pred_masks"])  # every slot kept
+    (clip,) = module.postprocess(outputs, size, size, num_frames=2)
+    expected_scores = probs.max(-1).values.mean(-1)  # N
+    torch.testing.assert_close(clip.scores, expected_scores[clip.slots], rtol=0, atol=1e-6)
+    expected_ids = torch.mode(probs.argmax(-1), dim=1).values  # category ids
+    ids = torch.tensor(module.hparams.category_ids)[clip.labels]
+    assert torch.equal(ids, expected_ids[clip.slots])
+    # the plain import renormalizes over K + 1 logits: different scores
+    plain = build_vistr(num_classes=3, **kwargs).eval()
+    load_vistr_checkpoint(plain, path)
+    with torch.no_grad():
+        plain_probs = plain(frames)["pred_logits"].softmax(-1)[0, :, :-1]
+    assert not torch.allclose(plain_probs.max(-1).values, logits.softmax(-1)[0, :, 1:-1].max(-1).values)

@@ -29,11 +29,9 @@ from vistr_lit.models.checkpoint_import import (
     init_from_detr,
     load_checkpoint_file,
 )
+from vistr_lit.models.pretrained import RESNET_CLASSIFIER, load_torchvision_backbone
 
 CONFIG_DIR = Path(__file__).resolve().parent / "conf"
-# Keys of a torchvision ResNet state dict that VisTR's backbone does not have (the classifier).
-RESNET_CLASSIFIER = ("fc.",)
-BACKBONE_PREFIX = "backbone.body."
 
 
 def default_hparams() -> dict:
@@ -51,12 +49,15 @@ def convert(
     num_instances: int = DEFAULT_NUM_INSTANCES,
     nheads: int | None = None,
 ) -> VisTRLitModule:
-    """An authors' VisTR file → a ``VisTRLitModule`` holding exactly its weights (strict)."""
+    """An authors' VisTR file → a ``VisTRLitModule`` holding exactly its weights (strict), every logit of
+    the file's class head included, so that its class probabilities are the original's (``AuthorsClassHead``:
+    the rows no kept category uses stay in the softmax's normalization)."""
     sd = load_checkpoint_file(in_path)
     ours, net = convert_vistr_state_dict(
-        sd, category_ids=category_ids, num_instances=num_instances, source=str(in_path)
+        sd, category_ids=category_ids, num_instances=num_instances, source=str(in_path), keep_unused=True
     )
     num_classes = net.pop("num_classes")
+    net["unused_class_logits"] = ours["class_embed.weight"].shape[0] - num_classes - 1
     if nheads is not None:
         net["nheads"] = nheads
     ids = list(category_ids) if category_ids is not None else list(range(1, num_classes + 1))
@@ -104,20 +105,9 @@ def initialize_from(module: VisTRLitModule, path: str | Path) -> ImportReport:
         return _load_strict(module.model, sd, str(path))
     sd = load_checkpoint_file(path)
     if _is_torchvision_resnet(sd):
-        body = {BACKBONE_PREFIX + k: v for k, v in sd.items() if not k.startswith(RESNET_CLASSIFIER)}
-        body = {k: v for k, v in body.items() if not k.endswith("num_batches_tracked")}
-        expected = {k for k in module.model.state_dict() if k.startswith(BACKBONE_PREFIX)}
-        missing, unexpected = sorted(expected - set(body)), sorted(set(body) - expected)
-        if missing or unexpected:
-            raise CheckpointError(
-                f"{path}: a torchvision ResNet that does not fit backbone "
-                f"{module.hparams.net.get('backbone')}: "
-                f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}"
-            )
-        module.model.load_state_dict(body, strict=False)
-        return ImportReport(
-            loaded=sorted(body), ignored=sorted(k for k in sd if k.startswith(RESNET_CLASSIFIER))
-        )
+        backbone = module.hparams.net.get("backbone")
+        loaded = load_torchvision_backbone(module.model, sd, str(path), backbone)
+        return ImportReport(loaded=loaded, ignored=sorted(k for k in sd if k.startswith(RESNET_CLASSIFIER)))
     return init_from_detr(module.model, sd)
 
 

@@ -19,6 +19,7 @@ from torch import Tensor
 from vistr_lit.evaluation import YTVISVideoAP
 from vistr_lit.inference import VideoPredictor
 from vistr_lit.models import build_vistr
+from vistr_lit.models.checkpoint_import import use_authors_class_head
 from vistr_lit.models.criterion import LOSS_NAMES, SetCriterion
 from vistr_lit.models.matcher import HungarianMatcher
 from vistr_lit.models.postprocess import PostProcessVideo
@@ -48,7 +49,8 @@ class VisTRLitModule(L.LightningModule):
     """VisTR training and whole-video validation.
 
     Args:
-        net: ``build_vistr`` keyword arguments except ``num_classes`` (taken from ``category_ids``).
+        net: ``build_vistr`` keyword arguments except ``num_classes`` (taken from ``category_ids``), and
+            ``unused_class_logits`` (an authors' converted file: see ``AuthorsClassHead``; default 0).
         matcher: ``HungarianMatcher`` keyword arguments (``mode``, cost weights).
         criterion: ``eos_coef``, ``{ce,bbox,giou,mask,dice}_weight``, ``mask_loss_resolution`` (and for
             ``"points"``: ``mask_loss_points``, ``point_oversample_ratio``, ``point_importance_ratio``),
@@ -88,7 +90,11 @@ class VisTRLitModule(L.LightningModule):
         if optim["schedule"] == "wsd" and not (isinstance(cooldown, float | int) and 0 < cooldown <= 1):
             raise ValueError(f"optim.cooldown_fraction must be in (0, 1] for schedule wsd, got {cooldown!r}")
         self.save_hyperparameters()
+        net = dict(net)
+        unused_class_logits = net.pop("unused_class_logits", 0)  # an authors' file's (convert_checkpoint)
         self.model = build_vistr(num_classes=len(category_ids), **net)
+        if unused_class_logits:
+            use_authors_class_head(self.model, unused_class_logits)
         num_aux_layers = len(self.model.transformer.decoder.layers) - 1 if self.model.aux_loss else 0
         self.criterion = SetCriterion(
             num_classes=len(category_ids),

@@ -14,6 +14,7 @@ from pathlib import Path
 import hydra
 import lightning as L
 import torch
+from hydra.types import RunMode
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import Logger, WandbLogger
@@ -24,6 +25,7 @@ from vistr_lit.checkpoints import CheckpointFileError, check_checkpoint, read_ch
 from vistr_lit.data.layout import DataError
 from vistr_lit.errors import exit_on_user_error
 from vistr_lit.lit_module import NonFiniteLossError, VisTRLitModule
+from vistr_lit.models.pretrained import Start, load_torchvision_file, resolve_start
 from vistr_lit.outputs import AtomicCheckpointIO, claim_output_dir
 
 log = logging.getLogger(__name__)
@@ -42,10 +44,27 @@ def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
     return datamodule
 
 
-def build_module(cfg: DictConfig, datamodule: L.LightningDataModule) -> VisTRLitModule:
-    """VisTRLitModule from ``cfg.model`` and the datamodule's categories, ``model.init_from`` loaded."""
+def prepare_start(cfg: DictConfig) -> Start | None:
+    """The run's initial weights (docs/ablations.md), decided and fetched before any other work: the
+    authors' DETR via ``model.init_from``, else torchvision's ImageNet backbone, else random weights (refused
+    for a frozen-BN backbone unless ``model.allow_random_frozen_bn``). None when the run does not train from
+    fresh weights (evaluation only, or a resume: the checkpoint holds them)."""
+    if not cfg.train or cfg.ckpt_path is not None:
+        return None
+    net = OmegaConf.to_container(cfg.model.net, resolve=True)
+    return resolve_start(net, cfg.model.init_from, cfg.model.allow_random_frozen_bn)
+
+
+def build_module(
+    cfg: DictConfig, datamodule: L.LightningDataModule, start: Start | None = None
+) -> VisTRLitModule:
+    """VisTRLitModule from ``cfg.model`` and the datamodule's categories, ``model.init_from`` loaded, and
+    the ImageNet backbone when ``start`` says so (``net.pretrained_backbone`` is a start, not a module
+    argument: a checkpoint's hyper-parameters never download anything)."""
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     init_from = model_cfg.pop("init_from")
+    model_cfg.pop("allow_random_frozen_bn", None)
+    model_cfg["net"].pop("pretrained_backbone", None)
     target = model_cfg.pop("_target_")
     if target != "vistr_lit.lit_module.VisTRLitModule":
         raise ValueError(f"model._target_ must be vistr_lit.lit_module.VisTRLitModule, got {target!r}")
@@ -60,6 +79,9 @@ def build_module(cfg: DictConfig, datamodule: L.LightningDataModule) -> VisTRLit
 
         report = initialize_from(module, init_from)
         log.info("initialized from %s: %s", init_from, report)
+    elif start is not None and start.kind == "torchvision":
+        load_torchvision_file(module.model, start.path, model_cfg["net"]["backbone"])
+        log.info("initialized the backbone from %s", start.description)
     return module
 
 
@@ -116,6 +138,19 @@ def best_checkpoint(trainer: L.Trainer) -> str:
     return ""
 
 
+def sweep_group(sweep_dir: str | Path) -> str:
+    """The W&B group of every run of one Hydra sweep (and of its ablation table)."""
+    return f"sweep-{Path(sweep_dir).name}"
+
+
+def wandb_group() -> str | None:
+    """This run's sweep group under ``--multirun``; None for a single run (its experiment_name then)."""
+    if not hydra.core.hydra_config.HydraConfig.initialized():
+        return None
+    hydra_cfg = hydra.core.hydra_config.HydraConfig.get()
+    return sweep_group(hydra_cfg.sweep.dir) if hydra_cfg.mode == RunMode.MULTIRUN else None
+
+
 def build_loggers(cfg: DictConfig) -> list[Logger]:
     loggers = []
     for name, conf in (cfg.get("logger") or {}).items():
@@ -123,7 +158,10 @@ def build_loggers(cfg: DictConfig) -> list[Logger]:
             continue
         if "_target_" not in conf:
             raise ValueError(f"logger.{name} has no _target_")
-        loggers.append(hydra.utils.instantiate(conf, _convert_="all"))
+        group = {}
+        if conf["_target_"].endswith("WandbLogger") and conf.get("group") is None:
+            group = {"group": wandb_group() or cfg.experiment_name}  # a sweep's runs compare in one group
+        loggers.append(hydra.utils.instantiate(conf, **group, _convert_="all"))
     if not loggers:
         warnings.warn(
             "this run has no logger (logger=none): only metrics.json records its results", stacklevel=2
@@ -228,6 +266,16 @@ def finish_loggers(loggers: list[Logger]) -> None:
         wandb.finish()
 
 
+def drop_requeue_checkpoints(trainer: L.Trainer) -> None:
+    """Remove the ``hpc_ckpt_*.ckpt`` that Lightning's SLURM requeue (SIGUSR1) saved once fit has finished:
+    under SLURM, ``validate`` and a rerun would otherwise load them instead of the final weights."""
+    if trainer.is_global_zero:
+        for path in Path(trainer.default_root_dir).glob("hpc_ckpt_*.ckpt"):
+            log.info("fit finished: removing the requeue checkpoint %s", path)
+            path.unlink()
+    trainer.strategy.barrier()
+
+
 def run_training(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     """Train (``cfg.train``) and evaluate (``cfg.final_eval``); returns the final validation statistics."""
     if cfg.num_threads is not None:
@@ -237,6 +285,9 @@ def run_training(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     resume = cfg.train and cfg.ckpt_path == "last"
     if rank_zero_only.rank == 0:  # before anything is written (re-launched DDP ranks find the same)
         claim_output_dir(output_dir, (METRICS_FILE,), overwrite=cfg.overwrite, resume=resume)
+    start = prepare_start(cfg)  # refuses, or fetches the weights, before any data is made or read
+    if start is not None:
+        log.info("start: %s", start.description)
     L.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
     if cfg.train:
@@ -244,7 +295,7 @@ def run_training(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     if cfg.final_eval:
         datamodule.check_validation()
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, output_dir) if cfg.train else None
-    module = build_module(cfg, datamodule)
+    module = build_module(cfg, datamodule, start)
     loggers = build_loggers(cfg)
     trainer = build_trainer(cfg, build_callbacks(cfg, has_logger=bool(loggers)), loggers)
     if trainer.is_global_zero:
@@ -254,6 +305,7 @@ def run_training(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     try:
         if cfg.train:
             trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+            drop_requeue_checkpoints(trainer)
             if module.nonfinite_message is not None:
                 last = output_dir / "checkpoints" / "last.ckpt"
                 kept = (

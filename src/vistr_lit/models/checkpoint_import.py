@@ -41,6 +41,37 @@ TRAINING_ONLY = ("group_query_embed.",)
 StateDict = dict[str, Tensor]
 
 
+class AuthorsClassHead(nn.Linear):
+    """The authors' class head: K kept rows, U rows of logits no kept class uses, no-object last.
+
+    ``forward`` returns K + 1 logits: the K kept ones and ``logsumexp`` of the U unused and the no-object
+    logit, so that a softmax over them gives each kept class exactly its probability under the softmax over
+    all K + U + 1 logits (the original's normalization), and the no-object probability the rest.
+
+    Args:
+        in_features: the decoder width (hidden_dim).
+        num_classes: K, the kept classes.
+        num_unused: U, logits in the normalization only (the authors' unused index 0, categories not kept).
+    """
+
+    def __init__(self, in_features: int, num_classes: int, num_unused: int) -> None:
+        super().__init__(in_features, num_classes + num_unused + 1)
+        self.num_classes, self.num_unused = num_classes, num_unused
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x ``[..., hidden_dim]`` -> logits ``[..., K+1]`` (no-object last)."""
+        logits = super().forward(x)  # ... x (K + U + 1)
+        kept, rest = logits.split([self.num_classes, self.num_unused + 1], dim=-1)
+        return torch.cat([kept, rest.logsumexp(dim=-1, keepdim=True)], dim=-1)
+
+
+def use_authors_class_head(model: nn.Module, num_unused: int) -> None:
+    """Replace ``model.class_embed`` (``Linear(d, K+1)``) by an ``AuthorsClassHead`` with ``num_unused`` more
+    rows (a fresh initialization: meant for loading an authors' file)."""
+    old = model.class_embed
+    model.class_embed = AuthorsClassHead(old.in_features, old.out_features - 1, num_unused)
+
+
 class CheckpointError(ValueError):
     """A checkpoint does not fit the model (missing, unexpected or mis-shaped entries) or cannot be read."""
 
@@ -173,6 +204,7 @@ def convert_vistr_state_dict(
     category_ids: list[int] | None = None,
     num_instances: int = DEFAULT_NUM_INSTANCES,
     source: str = "state dict",
+    keep_unused: bool = False,
 ) -> tuple[StateDict, dict]:
     """Convert an authors' VisTR state dict to our naming and class convention.
 
@@ -181,8 +213,11 @@ def convert_vistr_state_dict(
         num_classes_out: keep category ids ``1..num_classes_out`` (default: all the file has).
         category_ids: or the file's logit indices (= YouTube-VIS category ids) to keep, in our class order.
         num_instances: N slots per frame, to split the file's T·N queries.
+        keep_unused: also keep the file's other rows (index 0, ids not kept), in file order, between the
+            kept rows and no-object: the layout of ``AuthorsClassHead``. False drops them.
     Returns:
-        (state dict for our model, ``build_vistr`` keyword arguments that fit it).
+        (state dict for our model, ``build_vistr`` keyword arguments that fit it; ``num_classes`` is the
+        number of kept categories, the unused rows are ``class_embed.weight``'s others).
     """
     ours = rename_author_keys(sd, source)
     num_logits = _require(ours, "class_embed.weight", source).shape[0]
@@ -193,10 +228,11 @@ def convert_vistr_state_dict(
     bad = [i for i in ids if not 1 <= i <= max_id]
     if bad or len(set(ids)) != len(ids) or not ids:
         raise CheckpointError(f"{source}: category ids must be distinct in 1..{max_id}, got {ids}")
-    rows = torch.tensor([*ids, num_logits - 1])
+    unused = [i for i in range(num_logits - 1) if i not in ids] if keep_unused else []
+    rows = torch.tensor([*ids, *unused, num_logits - 1])
     ours["class_embed.weight"] = ours["class_embed.weight"][rows].clone()
     ours["class_embed.bias"] = _require(ours, "class_embed.bias", source)[rows].clone()
-    return ours, infer_build_kwargs(ours, num_instances, source)
+    return ours, infer_build_kwargs(ours, num_instances, source) | {"num_classes": len(ids)}
 
 
 def _mismatches(model: nn.Module, sd: StateDict, skip: tuple[str, ...]) -> tuple[list, list, list]:
@@ -228,7 +264,8 @@ def load_vistr_checkpoint(
     (except training-only extra query groups, which keep their initialization when the file lacks them).
 
     Accepts the authors' files/state dicts (converted, see ``convert_vistr_state_dict``; ``category_ids``
-    selects their classes, default ``1..model.num_classes``) or a state dict already in our naming.
+    selects their classes, default ``1..model.num_classes``; a model with an ``AuthorsClassHead`` keeps the
+    file's other logits, for the original's normalization) or a state dict already in our naming.
     Raises:
         CheckpointError: listing every missing, unexpected and mis-shaped key.
     """
@@ -241,8 +278,9 @@ def load_vistr_checkpoint(
                 f"the model {model.num_classes}; pass category_ids to choose the file's categories to keep"
             )
         num_instances = getattr(model, "num_instances", DEFAULT_NUM_INSTANCES)
+        keep_unused = isinstance(getattr(model, "class_embed", None), AuthorsClassHead)
         sd, _ = convert_vistr_state_dict(
-            sd, category_ids=category_ids, num_instances=num_instances, source=source
+            sd, category_ids=category_ids, num_instances=num_instances, source=source, keep_unused=keep_unused
         )
     fresh = sorted(k for k in model.state_dict() if k.startswith(TRAINING_ONLY) and k not in sd)
     missing, unexpected, shapes = _mismatches(model, sd, ())
