@@ -282,7 +282,9 @@ def run_training(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
         torch.set_num_threads(int(cfg.num_threads))
     warn_if_inexact_resume(cfg)
     warn_if_slow_bf16(cfg)
-    resume = cfg.train and cfg.ckpt_path == "last"
+    # a requeued SLURM job reruns its command and Lightning restores its hpc_ckpt_*.ckpt: a resume too
+    requeued = any(Path(output_dir).glob("hpc_ckpt_*.ckpt"))
+    resume = cfg.train and (cfg.ckpt_path == "last" or requeued)
     if rank_zero_only.rank == 0:  # before anything is written (re-launched DDP ranks find the same)
         claim_output_dir(output_dir, (METRICS_FILE,), overwrite=cfg.overwrite, resume=resume)
     start = prepare_start(cfg)  # refuses, or fetches the weights, before any data is made or read
