@@ -1,6 +1,7 @@
 """Checkpoints saved before the network's split (the dot-product head's parts on the network itself) still
 load: through ``load_from_checkpoint`` (eval, infer) and ``model.init_from`` (fine-tuning)."""
 
+import pickle
 from pathlib import Path
 
 import pytest
@@ -104,3 +105,10 @@ def test_a_pre_split_state_dict_that_does_not_fit_fails_clearly():
     legacy["mask_embed.layers.0.bias"] = torch.zeros(7)
     with pytest.raises(RuntimeError, match=r"mask_extension\.mask_embed\.layers\.0\.bias.*\[7\]"):
         build_vistr(num_classes=3, **QUICKSTART_NET).load_state_dict(legacy)
+
+
+def test_a_network_with_the_upgrade_hook_pickles():
+    """Spawned DDP ranks receive the network pickled."""
+    model = build_vistr(num_classes=3, **QUICKSTART_NET)
+    copy = pickle.loads(pickle.dumps(model))
+    copy.load_state_dict(legacy_state_dict(model))

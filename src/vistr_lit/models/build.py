@@ -77,9 +77,7 @@ def build_vistr(num_classes: int, num_frames: int, num_instances: int = NUM_INST
     backbone, transformer = Backbone(**backbone_args), Transformer(**transformer_args)
     model = VisTR(backbone, transformer, num_classes, num_frames, num_instances, **network_args)
     if mask_fusion in MASK_EXTENSIONS:  # checkpoints saved before the head had its own module still load
-        model.register_load_state_dict_pre_hook(
-            lambda module, state_dict, prefix, *_: upgrade_state_dict(module, state_dict, prefix)
-        )
+        model.register_load_state_dict_pre_hook(_upgrade_on_load)
     return model
 
 
@@ -109,3 +107,8 @@ def upgrade_state_dict(model: VisTR, state_dict: dict, prefix: str = "") -> dict
     if isinstance(model.mask_extension, DotProductMaskHead):
         upgrade_legacy_keys(state_dict, prefix, "mask_extension")
     return state_dict
+
+
+def _upgrade_on_load(module: VisTR, state_dict: dict, prefix: str, *_) -> None:
+    """``load_state_dict`` pre-hook (module-level: the network stays picklable for spawned ranks)."""
+    upgrade_state_dict(module, state_dict, prefix)
