@@ -20,6 +20,7 @@ from torch import Tensor
 from vistr_lit.evaluation import YTVISVideoAP
 from vistr_lit.inference import VideoPredictor
 from vistr_lit.models import build_vistr
+from vistr_lit.models.lean import apply_lean
 from vistr_lit.models.criterion import SetCriterion
 from vistr_lit.models.matcher import HungarianMatcher
 from vistr_lit.models.postprocess import PostProcessVideo
@@ -71,6 +72,8 @@ class VisTRLitModule(L.LightningModule):
         predictor: ``VideoPredictor`` keyword arguments (``overlap``, ``match_iou``, ``first_window_only``).
         category_ids: the dataset's category ids, in contiguous class-index order (K of them).
         category_names: their names, same order.
+        lean: ``apply_lean`` keyword arguments (``checkpoint``, ``mask_head_chunk``: memory strategies that
+            leave outputs and gradients unchanged, docs/paper-scale.md), or None (the plain model).
     """
 
     def __init__(
@@ -83,6 +86,7 @@ class VisTRLitModule(L.LightningModule):
         predictor: dict,
         category_ids: list[int],
         category_names: list[str],
+        lean: dict | None = None,
     ) -> None:
         super().__init__()
         if len(category_ids) != len(category_names):
@@ -97,6 +101,8 @@ class VisTRLitModule(L.LightningModule):
             raise ValueError(f"optim.cooldown_fraction must be in (0, 1] for schedule wsd, got {cooldown!r}")
         self.save_hyperparameters()
         self.model = build_vistr(num_classes=len(category_ids), **net)
+        if lean:
+            apply_lean(self.model, **lean)
         num_aux_layers = net.get("dec_layers", 6) - 1 if net.get("aux_loss", True) else 0
         self.criterion = SetCriterion(
             num_classes=len(category_ids),

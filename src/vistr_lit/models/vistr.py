@@ -445,10 +445,14 @@ class VisTR(nn.Module):
         mask: Tensor | None,
         memory_size: tuple[int, int],
     ) -> Tensor:
-        """queries ``[B, Q, C]``, memory ``[B, T·h·w, C]``, mask ``[B, h, w]`` -> ``[B, Q, h_1, w_1]``."""
-        batch, num_frames, n = queries.shape[0], self.num_frames, self.num_instances
+        """queries ``[B, T·n, C]``, memory ``[B, T·h·w, C]``, mask ``[B, h, w]`` -> ``[B, T·n, h_1, w_1]``.
+
+        n is N, or any subset of the instance slots (query ``t·n + i``): every slot's masks are computed
+        independently of the others' (``lean.py`` runs them in chunks)."""
+        batch, num_frames = queries.shape[0], self.num_frames
+        n = queries.shape[1] // num_frames
         h, w = memory_size
-        frame_queries = self._per_frame(queries)  # B·T x N x C
+        frame_queries = queries.unflatten(1, (num_frames, n)).flatten(0, 1)  # B·T x n x C
         frame_memory, fpns = self._mask_head_inputs(memory, features, memory_size)  # B·T x C x h x w
         if self.bbox_attention is not None:
             frame_mask = None if mask is None else mask.repeat_interleave(num_frames, dim=0)
