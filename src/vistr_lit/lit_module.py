@@ -20,8 +20,8 @@ from torch import Tensor
 from vistr_lit.evaluation import YTVISVideoAP
 from vistr_lit.inference import VideoPredictor
 from vistr_lit.models import build_vistr
-from vistr_lit.models.lean import apply_lean
 from vistr_lit.models.criterion import SetCriterion
+from vistr_lit.models.lean import apply_lean
 from vistr_lit.models.matcher import HungarianMatcher
 from vistr_lit.models.postprocess import PostProcessVideo
 from vistr_lit.models.vistr import MASK_BRANCH

@@ -5,10 +5,10 @@ Two strategies, both exact (the same outputs and gradients; dropout replays its 
 - **Activation checkpointing** (``torch.utils.checkpoint``, non-reentrant) of the backbone's blocks, the
   encoder layers and the mask head: their inner activations are not kept for the backward pass but
   recomputed there, one block (layer, instance chunk) at a time. Costs one more forward of those parts.
-- **Instance chunks of the mask head**: the paper's mask branch (query attention maps ``[B·T·N, heads, h, w]``,
-  the FPN-style head at the layer1 stride and the 3-D head) runs on every (frame, instance) pair; here it
-  runs on ``mask_head_chunk`` instance slots at a time, so the peak holds one chunk's activations. With
-  checkpointing, backward recomputes one chunk at a time too.
+- **Instance chunks of the mask head**: the paper's mask branch (query attention maps
+  ``[B·T·N, heads, h, w]``, the FPN-style head at the layer1 stride and the 3-D head) runs on every
+  (frame, instance) pair; here it runs on ``mask_head_chunk`` instance slots at a time, so the peak holds
+  one chunk's activations. With checkpointing, backward recomputes one chunk at a time too.
 
 ``apply_lean(model, checkpoint=("backbone", "encoder", "mask_head"), mask_head_chunk=1)`` patches the
 instances' call paths (the parameters, their order and the state-dict keys are untouched), so checkpoints
@@ -92,8 +92,9 @@ def apply_lean(model: VisTR, checkpoint: Sequence[str] = (), mask_head_chunk: in
         for layer in model.transformer.encoder.layers:
             layer.forward = partial(_checkpointed, layer.forward)
     if paper_head and ("mask_head" in checkpoint or mask_head_chunk is not None):
+        recompute = "mask_head" in checkpoint
         model._predict_masks = partial(
-            _instance_chunks, model._predict_masks, model.num_frames, mask_head_chunk, "mask_head" in checkpoint
+            _instance_chunks, model._predict_masks, model.num_frames, mask_head_chunk, recompute
         )
     elif "mask_head" in checkpoint:  # a per-frame head: one checkpoint around it
         model.mask_head.forward = partial(_checkpointed, model.mask_head.forward)
