@@ -5,9 +5,14 @@ Examples:
     python scripts/bench_model.py --frames 72 --device cuda
     python scripts/bench_model.py --backbone resnet50 --frames 6 --height 150 --width 270 --dtype fp32
 
-Each dtype runs in its own subprocess so that CPU peak memory (max RSS growth during the forward passes)
-is measured per configuration; on CUDA the peak is ``torch.cuda.max_memory_allocated``. Weights are random
-(timing does not depend on them). The per-module times come from forward hooks and are inclusive.
+With ``--variants`` (a comma-separated subset of ``LEAN_VARIANTS``, or all) the rows are the memory options
+of ``model/lean`` (docs/paper-scale.md) alone and combined instead of the dtypes:
+    python scripts/bench_model.py --variants all --frames 36 --threads 2
+
+Each dtype (variant) runs in its own subprocess so that CPU peak memory (max RSS growth during the forward
+passes, and the fresh process's peak RSS) is measured per configuration; on CUDA the peak is
+``torch.cuda.max_memory_allocated``. Weights are random (timing does not depend on them). The per-module
+times come from forward hooks and are inclusive (summed over the mask head's instance chunks).
 """
 
 import argparse
@@ -21,6 +26,7 @@ import time
 import torch
 
 from vistr_lit.models import build_vistr
+from vistr_lit.models.lean import apply_lean
 
 MODULES = (
     "backbone",
@@ -32,6 +38,16 @@ MODULES = (
     "insmask_head",
 )
 DTYPES = {"fp32": None, "bf16": torch.bfloat16}
+# variant -> (apply_lean keyword arguments, dtype); checkpointing does nothing without autograd
+LEAN_VARIANTS = {
+    "plain": ({}, "fp32"),
+    "bf16": ({}, "bf16"),
+    "chunk-1": ({"mask_head_chunk": 1}, "fp32"),
+    "chunk-2": ({"mask_head_chunk": 2}, "fp32"),
+    "chunk-5": ({"mask_head_chunk": 5}, "fp32"),
+    "lean": ({"checkpoint": ("backbone", "encoder", "mask_head"), "mask_head_chunk": 1}, "fp32"),
+    "lean+bf16": ({"checkpoint": ("backbone", "encoder", "mask_head"), "mask_head_chunk": 1}, "bf16"),
+}
 KIB = 1024
 
 
@@ -53,6 +69,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--warmup", type=int, default=None, help="default: 1 on CUDA, 0 on CPU")
     parser.add_argument("--threads", type=int, default=None, help="torch threads on CPU (default: torch's)")
+    parser.add_argument("--variants", default=None, help=f"subset of {list(LEAN_VARIANTS)}, or all")
+    parser.add_argument("--variant", default=None, help=argparse.SUPPRESS)  # one variant, in its subprocess
     parser.add_argument("--json", action="store_true", help="print one JSON line (used for the subprocesses)")
     return parser.parse_args(argv)
 
@@ -91,7 +109,7 @@ def rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / KIB
 
 
-def bench_one(args: argparse.Namespace, dtype_name: str) -> dict:
+def bench_one(args: argparse.Namespace, dtype_name: str, lean: dict | None = None) -> dict:
     device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -106,6 +124,8 @@ def bench_one(args: argparse.Namespace, dtype_name: str) -> dict:
         enc_layers=args.enc_layers,
         dec_layers=args.dec_layers,
     )
+    if lean:
+        apply_lean(model, **lean)
     model = model.to(device).eval()
     frames = torch.randn(1, args.frames, 3, args.height, args.width, device=device)
     timer = ModuleTimer(model, MODULES, device)
@@ -140,8 +160,8 @@ def bench_one(args: argparse.Namespace, dtype_name: str) -> dict:
         peak = rss_mib() - rss_before
         peak_kind = "RSS growth during forward"
     return {
-        "config": {k: v for k, v in vars(args).items() if k not in ("json", "dtype")},
-        "dtype": dtype_name,
+        "config": {k: v for k, v in vars(args).items() if k not in ("json", "dtype", "variant", "variants")},
+        "dtype": dtype_name if args.variant is None else args.variant,
         "device_name": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
         "threads": torch.get_num_threads(),
         "times_s": times,
@@ -149,29 +169,52 @@ def bench_one(args: argparse.Namespace, dtype_name: str) -> dict:
         "fps": args.frames * len(times) / sum(times),
         "peak_mib": peak,
         "peak_kind": peak_kind,
+        "process_peak_rss_mib": rss_mib(),
         "modules_s": {k: v / len(times) for k, v in timer.totals.items()},
         "pred_masks": list(out["pred_masks"].shape),
         "load_avg_1min": os.getloadavg()[0],
     }
 
 
-def print_table(results: list[dict]) -> None:
+def print_table(results: list[dict], label: str = "dtype") -> None:
     cfg = results[0]["config"]
     print(
         f"VisTR {cfg['backbone']} T={cfg['frames']} N={cfg['instances']} {cfg['height']}x{cfg['width']} "
         f"on {results[0]['device_name']}, {results[0]['threads']} threads, "
         f"load {results[0]['load_avg_1min']:.1f}, repeats {cfg['repeats']}"
     )
-    print("| dtype | forward s/clip | frames/s | peak MiB | " + " | ".join(MODULES) + " |")
-    print("|---" * (4 + len(MODULES)) + "|")
+    print(
+        f"| {label} | forward s/clip | frames/s | peak MiB | process peak RSS MiB | "
+        + " | ".join(MODULES)
+        + " |"
+    )
+    print("|---" * (5 + len(MODULES)) + "|")
     for r in results:
         modules = " | ".join(f"{r['modules_s'][m]:.2f}" for m in MODULES)
-        print(f"| {r['dtype']} | {r['mean_s']:.2f} | {r['fps']:.2f} | {r['peak_mib']:.0f} | {modules} |")
+        peaks = f"{r['peak_mib']:.0f} | {r['process_peak_rss_mib']:.0f}"
+        print(f"| {r['dtype']} | {r['mean_s']:.2f} | {r['fps']:.2f} | {peaks} | {modules} |")
     print(f"(peak: {results[0]['peak_kind']}; module times in s, inclusive)")
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    if args.variant is not None:  # one variant, in its subprocess
+        lean, dtype = LEAN_VARIANTS[args.variant]
+        print(json.dumps(bench_one(args, dtype, lean)))
+        return
+    if args.variants is not None:
+        names = list(LEAN_VARIANTS) if args.variants == "all" else args.variants.split(",")
+        unknown = set(names) - set(LEAN_VARIANTS)
+        if unknown:
+            raise SystemExit(f"--variants: unknown {sorted(unknown)}; choose from {list(LEAN_VARIANTS)}")
+        base = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--json"]
+        results = []
+        for name in names:
+            cmd = [sys.executable, os.path.abspath(__file__), *base, "--variant", name]
+            done = subprocess.run(cmd, check=True, capture_output=True, text=True)
+            results.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        print_table(results, "variant")
+        return
     dtypes = [d.strip() for d in args.dtype.split(",")]
     unknown = set(dtypes) - set(DTYPES)
     if unknown:

@@ -21,6 +21,10 @@ EXPECTED = {
     "vistr_r50": {},
     "vistr_r101": {"model.net.backbone": "resnet101"},
 }
+# the paper rows train lean (exact: docs/paper-scale.md)
+LEAN = {"model.lean.checkpoint": ["backbone", "encoder", "mask_head"], "model.lean.mask_head_chunk": 1}
+for _row in ("vistr_r50", "vistr_r101"):
+    EXPECTED[_row] = {**EXPECTED[_row], **LEAN}
 DATA_CHANGES = {"vistr_r50": "ytvis2019", "vistr_r101": "ytvis2019"}
 
 
@@ -63,6 +67,19 @@ def test_experiment_changes_exactly_what_it_says(name):
     for key, value in EXPECTED[name].items():
         assert OmegaConf.select(exp_cfg, key) == value  # resolved (ablate_clip18 reads clip.ablation_len)
     assert exp["experiment_name"] == name
+
+
+@pytest.mark.parametrize(
+    ("overrides", "lean"),
+    [
+        ([], {"checkpoint": [], "mask_head_chunk": None}),
+        (["+experiment=quickstart"], {"checkpoint": [], "mask_head_chunk": None}),
+        (["trainer=gpu"], {"checkpoint": LEAN["model.lean.checkpoint"], "mask_head_chunk": 1}),
+        (["trainer=gpu", "model/lean=none"], {"checkpoint": [], "mask_head_chunk": None}),
+    ],
+)
+def test_trainer_gpu_turns_the_lean_settings_on(overrides, lean):
+    assert OmegaConf.to_container(compose_train(overrides).model.lean) == lean
 
 
 def test_ablations_compose_on_the_quickstart_preset():

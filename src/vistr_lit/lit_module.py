@@ -21,6 +21,7 @@ from vistr_lit.inference import VideoPredictor
 from vistr_lit.models import build_vistr
 from vistr_lit.models.checkpoint_import import use_authors_class_head
 from vistr_lit.models.criterion import LOSS_NAMES, SetCriterion
+from vistr_lit.models.lean import apply_lean
 from vistr_lit.models.matcher import HungarianMatcher
 from vistr_lit.models.postprocess import PostProcessVideo
 from vistr_lit.models.vistr import MASK_BRANCH
@@ -65,6 +66,8 @@ class VisTRLitModule(L.LightningModule):
         predictor: ``VideoPredictor`` keyword arguments (``overlap``, ``match_iou``, ``first_window_only``).
         category_ids: the dataset's category ids, in contiguous class-index order (K of them).
         category_names: their names, same order.
+        lean: ``apply_lean`` keyword arguments (``checkpoint``, ``mask_head_chunk``: memory strategies that
+            leave outputs and gradients unchanged, docs/paper-scale.md), or None (the plain model).
     """
 
     def __init__(
@@ -77,6 +80,7 @@ class VisTRLitModule(L.LightningModule):
         predictor: dict,
         category_ids: list[int],
         category_names: list[str],
+        lean: dict | None = None,
     ) -> None:
         super().__init__()
         if len(category_ids) != len(category_names):
@@ -95,6 +99,8 @@ class VisTRLitModule(L.LightningModule):
         self.model = build_vistr(num_classes=len(category_ids), **net)
         if unused_class_logits:
             use_authors_class_head(self.model, unused_class_logits)
+        if lean:
+            apply_lean(self.model, **lean)
         num_aux_layers = len(self.model.transformer.decoder.layers) - 1 if self.model.aux_loss else 0
         self.criterion = SetCriterion(
             num_classes=len(category_ids),

@@ -156,6 +156,7 @@ class Backbone(nn.Module):
         if dilation:
             self.strides[-1] = self.strides[-2]
         self.stem_channels, self.stem_stride = width, STEM_STRIDE // 2
+        self.block_forward = _block_forward  # how a block runs (lean.py wraps it in activation checkpointing)
 
     def forward(
         self, frames: Tensor, sizes: Tensor | None = None, return_stem: bool = False
@@ -193,7 +194,7 @@ class Backbone(nn.Module):
                 height, width = x.shape[-2:]
                 keep_in = keep(stride, height, width)
                 keep_out = keep(out_stride, -(-height // conv.stride[0]), -(-width // conv.stride[1]))
-                x = _block_forward(block, x, keep_in, keep_out)
+                x = self.block_forward(block, x, keep_in, keep_out)
                 stride = out_stride
             features.append(x.contiguous())  # back to the default layout for the heads (and DDP's buckets)
         return (features, stem.contiguous()) if return_stem else features

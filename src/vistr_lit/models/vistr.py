@@ -217,10 +217,6 @@ class VisTR(nn.Module):
             out["aux_outputs"] = layers[:-1]
         return out
 
-    def _per_frame(self, x: Tensor) -> Tensor:
-        """Query-indexed ``[B, T·N, ...]`` (query q = t·N + i) -> per frame ``[B·T, N, ...]``, clip-major."""
-        return x.unflatten(1, (self.num_frames, self.num_instances)).flatten(0, 1)
-
     def _predict_masks(
         self,
         queries: Tensor,
@@ -233,16 +229,19 @@ class VisTR(nn.Module):
         """The paper's instance sequence segmentation.
 
         Args:
-            queries: ``[B, Q, C]`` the last decoder layer's outputs.
+            queries: ``[B, T·n, C]`` the last decoder layer's outputs (query ``t·n + i``): all N instance
+                slots, or any subset of n of them, since every slot's masks are computed independently of
+                the others' (``lean.py`` runs them in chunks).
             memory: ``[B, T·h·w, C]`` the encoder memory; memory_size: (h, w).
             features: the backbone's layer1..layer4, each ``[B·T, C_l, h_l, w_l]``.
             sizes: int64 ``[B, 2]`` valid sizes, or None; mask: bool ``[B, h, w]`` memory padding, or None.
         Returns:
-            ``[B, Q, h_1, w_1]`` mask logits at layer1's stride.
+            ``[B, T·n, h_1, w_1]`` mask logits at layer1's stride.
         """
-        batch, num_frames, n = queries.shape[0], self.num_frames, self.num_instances
+        batch, num_frames = queries.shape[0], self.num_frames
+        n = queries.shape[1] // num_frames
         h, w = memory_size
-        frame_queries = self._per_frame(queries)  # B·T x N x C
+        frame_queries = queries.unflatten(1, (num_frames, n)).flatten(0, 1)  # B·T x n x C
         # B x T·h·w x C -> B·T x C x h x w
         frame_memory = memory.unflatten(1, (num_frames, h, w)).permute(0, 1, 4, 2, 3).flatten(0, 1)
         fpns = [features[2], features[1], features[0]]

@@ -1,0 +1,101 @@
+"""Memory and speed at paper scale, applied to a built ``VisTR`` without changing what it computes.
+
+Two strategies, both exact (the same outputs and gradients; dropout replays its random numbers):
+
+- **Activation checkpointing** (``torch.utils.checkpoint``, non-reentrant) of the backbone's blocks, the
+  encoder layers and the mask head: their inner activations are not kept for the backward pass but
+  recomputed there, one block (layer, instance chunk) at a time. Costs one more forward of those parts.
+- **Instance chunks of the mask head**: the paper's mask branch (query attention maps
+  ``[B·T·N, heads, h, w]``, the FPN-style head at the layer1 stride and the 3-D head) runs on every
+  (frame, instance) pair; here it runs on ``mask_head_chunk`` instance slots at a time, so the peak holds
+  one chunk's activations. With checkpointing, backward recomputes one chunk at a time too.
+
+``apply_lean(model, checkpoint=("backbone", "encoder", "mask_head"), mask_head_chunk=1)`` patches the
+instances' call paths (the parameters, their order and the state-dict keys are untouched), so checkpoints
+load either way. Nothing here imports Hydra or Lightning.
+
+Measured and not applied here: the frozen stem and layer1 already record no autograd graph (no input or
+parameter of theirs requires gradients); the backbone already runs channels-last; AdamW is already fused
+(``VisTRLitModule.configure_optimizers``); bf16 is the trainer's ``precision``. See docs/paper-scale.md.
+"""
+
+from collections.abc import Callable, Sequence
+from functools import partial
+
+import torch
+from torch import Tensor
+from torch.utils.checkpoint import checkpoint
+
+from vistr_lit.models.vistr import VisTR
+
+CHECKPOINT_PARTS = ("backbone", "encoder", "mask_head")
+
+
+def _checkpointed(function: Callable, *args, **kwargs):
+    """``function(*args, **kwargs)``, its activations recomputed in backward when autograd records."""
+    if not torch.is_grad_enabled():
+        return function(*args, **kwargs)
+    return checkpoint(function, *args, use_reentrant=False, **kwargs)
+
+
+def _instance_chunks(
+    predict: Callable[..., Tensor],
+    num_frames: int,
+    chunk: int | None,
+    recompute: bool,
+    queries: Tensor,
+    *args,
+) -> Tensor:
+    """``VisTR._predict_masks`` over instance chunks.
+
+    Args:
+        predict: the model's own ``_predict_masks``.
+        num_frames: T; chunk: instance slots a call (None: all N in one call).
+        recompute: checkpoint each call.
+        queries: ``[B, T·N, C]`` (query ``t·N + i``); ``args``: the rest of ``_predict_masks``'s arguments.
+    Returns:
+        ``[B, T·N, h_1, w_1]`` mask logits, as one call over all N slots.
+    """
+    run = partial(_checkpointed, predict) if recompute else predict
+    slots = queries.unflatten(1, (num_frames, -1))  # B x T x N x C
+    chunk = chunk or slots.shape[2]
+    masks = [
+        run(slots[:, :, start : start + chunk].flatten(1, 2), *args).unflatten(1, (num_frames, -1))
+        for start in range(0, slots.shape[2], chunk)
+    ]  # each B x T x n x h_1 x w_1
+    return torch.cat(masks, dim=2).flatten(1, 2)  # B x T·N x h_1 x w_1
+
+
+def apply_lean(model: VisTR, checkpoint: Sequence[str] = (), mask_head_chunk: int | None = None) -> VisTR:
+    """Make ``model`` lean in place (and return it).
+
+    Args:
+        model: a built ``VisTR``.
+        checkpoint: any of ``CHECKPOINT_PARTS``: recompute the activations of the backbone's blocks, the
+            encoder layers and the mask head (per chunk) in backward instead of keeping them.
+        mask_head_chunk: instance slots the paper's mask head (``mask_fusion`` "attention" or "concat") runs
+            at a time (None: all N at once, as the paper). The dot-product head runs per frame: it has no
+            per-instance work, and this setting does not change it.
+    """
+    unknown = set(checkpoint) - set(CHECKPOINT_PARTS)
+    if unknown:
+        raise ValueError(f"lean.checkpoint: unknown {sorted(unknown)}; choose from {CHECKPOINT_PARTS}")
+    if mask_head_chunk is not None and mask_head_chunk < 1:
+        raise ValueError(f"lean.mask_head_chunk must be >= 1 or null, got {mask_head_chunk}")
+    paper_head = model.insmask_head is not None  # the dot-product head has no per-instance work to chunk
+    if getattr(model, "lean", None) is not None:
+        raise ValueError(f"apply_lean: this model is already lean ({model.lean})")
+    model.lean = {"checkpoint": tuple(checkpoint), "mask_head_chunk": mask_head_chunk}
+    if "backbone" in checkpoint:
+        model.backbone.block_forward = partial(_checkpointed, model.backbone.block_forward)
+    if "encoder" in checkpoint:
+        for layer in model.transformer.encoder.layers:
+            layer.forward = partial(_checkpointed, layer.forward)
+    if paper_head and ("mask_head" in checkpoint or mask_head_chunk is not None):
+        recompute = "mask_head" in checkpoint
+        model._predict_masks = partial(
+            _instance_chunks, model._predict_masks, model.num_frames, mask_head_chunk, recompute
+        )
+    elif "mask_head" in checkpoint:  # a per-frame head: one checkpoint around it
+        model.mask_head.forward = partial(_checkpointed, model.mask_head.forward)
+    return model
