@@ -18,7 +18,9 @@ from vistr_lit.models.build import (
 from vistr_lit.models.extensions import DotProductMaskHead
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "src" / "vistr_lit" / "conf")
-BOOKKEEPING_KEYS = {"num_frames"}  # from clip.len; no constructor default
+# num_frames: from clip.len, no constructor default; pretrained_backbone: the paper rows' start (train.py
+# loads the weights before building), while a constructor never downloads by default
+BOOKKEEPING_KEYS = {"num_frames", "pretrained_backbone"}
 
 
 def defaults(cls) -> dict:

@@ -96,6 +96,7 @@ def apply_lean(model: VisTR, checkpoint: Sequence[str] = (), mask_head_chunk: in
         model._predict_masks = partial(
             _instance_chunks, model._predict_masks, model.num_frames, mask_head_chunk, recompute
         )
-    elif "mask_head" in checkpoint:  # a per-frame head: one checkpoint around it
-        model.mask_head.forward = partial(_checkpointed, model.mask_head.forward)
+    elif "mask_head" in checkpoint:  # the dot-product head: one checkpoint around its per-frame pixel decoder
+        decoder = model.mask_extension.pixel_decoder
+        decoder.forward = partial(_checkpointed, decoder.forward)
     return model
