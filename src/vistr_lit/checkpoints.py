@@ -37,6 +37,10 @@ class CheckpointFileError(UserError):
     """A checkpoint path that does not exist or does not hold a vistr-lit or authors' checkpoint."""
 
 
+class CategoryMismatchError(UserError, ValueError):
+    """A checkpoint's categories are not those of the data or input it is run on."""
+
+
 def read_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict:
     """The checkpoint at ``path`` as a dict, read with ``weights_only=True`` (never anything unsafe).
 

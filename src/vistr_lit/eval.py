@@ -23,13 +23,14 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vistr_lit.checkpoints import (
     DATAMODULE_KEY,
+    CategoryMismatchError,
     Setting,
     check_checkpoint,
     load_module,
     named_keys,
     settings_from_checkpoint,
 )
-from vistr_lit.errors import UserError, exit_on_user_error
+from vistr_lit.errors import exit_on_user_error
 from vistr_lit.evaluation import write_codalab_zip, write_results_json
 from vistr_lit.lit_module import VisTRLitModule
 from vistr_lit.outputs import claim_output_dir
@@ -50,10 +51,6 @@ log = logging.getLogger(__name__)
 RESULTS_FILE = "results.json"
 CODALAB_FILE = "results.zip"
 FRAME_SIZE_KEYS = ("eval_short_side", "eval_max_size")
-
-
-class CategoryMismatchError(UserError, ValueError):
-    """A checkpoint's categories are not those of the data or input it is run on."""
 
 
 def checkpoint_settings(cfg: DictConfig) -> list[Setting]:

@@ -24,6 +24,7 @@ from omegaconf import DictConfig
 from vistr_lit.atomic_files import atomic_write
 from vistr_lit.checkpoints import (
     DATAMODULE_KEY,
+    CategoryMismatchError,
     Setting,
     check_checkpoint,
     load_module,
@@ -32,7 +33,6 @@ from vistr_lit.checkpoints import (
 )
 from vistr_lit.data.transforms import build_eval_transform
 from vistr_lit.errors import exit_on_user_error
-from vistr_lit.eval import CategoryMismatchError
 from vistr_lit.evaluation.results import has_mask, write_results_json
 from vistr_lit.inference import (
     Track,
