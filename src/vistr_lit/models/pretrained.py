@@ -19,6 +19,7 @@ import torchvision
 from torch import Tensor, nn
 from torch.hub import HASH_REGEX
 
+from vistr_lit.errors import UserError
 from vistr_lit.models.checkpoint_import import CheckpointError
 
 NO_WEIGHTS = (None, "none")  # model.net.pretrained_backbone values meaning "random initialization"
@@ -27,7 +28,7 @@ RESNET_CLASSIFIER = ("fc.",)  # torchvision ResNet keys VisTR's backbone does no
 HASH_CHUNK = 1 << 20
 
 
-class PretrainedWeightsError(RuntimeError):
+class PretrainedWeightsError(UserError, RuntimeError):
     """A run's pretrained start is unavailable or refused; the message says what to do."""
 
 
