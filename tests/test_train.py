@@ -303,7 +303,12 @@ def test_multirun_two_jobs_and_the_ablation_table(tmp_path, synthvis_root, synth
     wandb_runs = [list((job / "wandb").glob("offline-run-*")) for job in jobs]
     assert [len(r) for r in wandb_runs] == [1, 1]  # wandb.finish() between jobs: one run each
     proc = subprocess.run(
-        [sys.executable, str(Path(__file__).parents[1] / "scripts" / "ablation_table.py"), str(sweep)],
+        [
+            sys.executable,
+            str(Path(__file__).parents[1] / "scripts" / "ablation_table.py"),
+            str(sweep),
+            "--no-wandb",
+        ],
         capture_output=True,
         text=True,
         timeout=60,
