@@ -201,3 +201,29 @@ def test_a_wrong_option_or_target_fails():
         check_command(["pyhton", "-m", "vistr_lit.train"])
     with pytest.raises(SystemExit):  # argparse exits with status 2 on an unknown flag
         check_command(["python", "-m", "vistr_lit.evaluate", "--gt", "a.json", "--resluts", "b.json"])
+
+
+def markdown_links(path: Path) -> list[str]:
+    text = re.sub(r"```.*?```", "", path.read_text(), flags=re.S)  # links inside code blocks are code
+    return [link for link in re.findall(r"\]\(([^)\s]+)\)", text) if not re.match(r"[a-z]+:", link)]
+
+
+def heading_anchors(path: Path) -> set[str]:
+    headings = re.findall(r"^#+\s+(.+)$", path.read_text(), flags=re.M)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+
+
+DOC_PAGES = [README, ROOT / "CHANGELOG.md", *sorted((ROOT / "docs").rglob("*.md"))]
+
+
+@pytest.mark.parametrize("page", DOC_PAGES, ids=[str(p.relative_to(ROOT)) for p in DOC_PAGES])
+def test_docs_links_resolve(page):
+    broken = []
+    for link in markdown_links(page):
+        target, _, anchor = link.partition("#")
+        path = (page.parent / target) if target else page
+        if not path.exists():
+            broken.append(f"{link} (no such file)")
+        elif anchor and path.suffix == ".md" and anchor not in heading_anchors(path):
+            broken.append(f"{link} (no such heading)")
+    assert not broken, f"{page.relative_to(ROOT)}: broken links {broken}"
