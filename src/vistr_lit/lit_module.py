@@ -131,7 +131,7 @@ class VisTRLitModule(L.LightningModule):
 
     # ------------------------------------------------------------------ training
     def forward(self, frames: Tensor, pad_mask: Tensor | None = None) -> dict:
-        """frames ``[B, T, 3, H, W]``, pad_mask ``[B, H, W]`` → the VisTR output dict (docs/interfaces.md)."""
+        """frames ``[B, T, 3, H, W]``, pad_mask ``[B, H, W]`` → the VisTR output dict (docs/design.md)."""
         return self.model(frames, pad_mask)
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor | None:

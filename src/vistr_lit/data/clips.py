@@ -90,7 +90,7 @@ def read_frames(root: Path, video: Video, indices: Sequence[int]) -> torch.Tenso
 
 
 class YTVISClipDataset(Dataset):
-    """Training clips: ``dataset[i] -> (frames [T, 3, H, W], target)`` as in ``docs/interfaces.md``.
+    """Training clips: ``dataset[i] -> (frames [T, 3, H, W], target)`` as in ``docs/design.md``.
 
     One item is one random clip of one video. ``clips_per_video`` items per video and epoch; ``None`` gives
     the original's epoch of one item per frame (long videos drawn more often). Crowd annotations

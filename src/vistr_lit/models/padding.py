@@ -1,6 +1,6 @@
 """Padding-aware helpers: the valid (unpadded) region of each clip at every feature stride.
 
-Clips of a batch are zero-padded bottom/right to a common ``[Hp, Wp]`` (docs/interfaces.md). A clip whose
+Clips of a batch are zero-padded bottom/right to a common ``[Hp, Wp]`` (docs/design.md). A clip whose
 valid size is ``(H, W)`` has a valid region of ``(⌈H/s⌉, ⌈W/s⌉)`` at stride ``s``: every ResNet and mask-head
 convolution maps ``H`` to ``⌈H/stride⌉``. Zeroing the padded region before each spatial convolution makes the
 padded pixels look exactly like a convolution's own zero padding, and group norms that average over the valid

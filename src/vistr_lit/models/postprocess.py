@@ -17,7 +17,7 @@ from kornia.filters import guided_blur
 from torch import Tensor
 from torchvision.ops import roi_align
 
-MASK_STRIDE = 4  # pred_masks are at 1/4 of the padded input size (docs/interfaces.md)
+MASK_STRIDE = 4  # pred_masks are at 1/4 of the padded input size (docs/design.md)
 
 
 @dataclass
