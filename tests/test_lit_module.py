@@ -106,6 +106,13 @@ def test_cosine_schedule_with_warmup():
     assert module._lr_factor(110) == pytest.approx(0.0)
 
 
+def test_a_longer_schedule_ends_the_run_part_way_down_the_cosine():
+    module = make_module(schedule="cosine", warmup_steps=10, schedule_steps=210)
+    module._trainer = FakeTrainer(steps=110)  # the run's 110 steps are not the schedule's
+    assert module._lr_factor(110) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.5)))
+    assert module._lr_factor(210) == pytest.approx(0.0)
+
+
 def test_wsd_schedule_holds_the_peak_then_cools_down_to_zero():
     module = make_module(schedule="wsd", warmup_steps=10, cooldown_fraction=0.25)
     module._trainer = FakeTrainer(steps=110)  # 100 steps after the warm-up; the last 25 cool down

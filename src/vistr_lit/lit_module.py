@@ -57,8 +57,10 @@ class VisTRLitModule(L.LightningModule):
             ``"points"``: ``mask_loss_points``, ``point_oversample_ratio``, ``point_importance_ratio``),
             ``normalizer``.
         optim: ``lr``, ``lr_backbone``, ``weight_decay``, ``schedule`` (step | cosine | wsd), ``lr_drop``
-            (epochs), ``gamma``, ``warmup_steps``, ``cooldown_fraction`` (wsd). ``cosine`` and ``wsd`` follow
-            the optimizer steps alone (the trainer's ``estimated_stepping_batches``), never the wall clock.
+            (epochs), ``gamma``, ``warmup_steps``, ``cooldown_fraction`` (wsd), ``schedule_steps``.
+            ``cosine`` and ``wsd`` follow the optimizer steps alone, never the wall clock: they span
+            ``schedule_steps`` steps (None: the run's, the trainer's ``estimated_stepping_batches``), so a
+            larger ``schedule_steps`` ends the run part-way down the schedule.
             ``wsd`` (warmup-stable-decay; Hägele et al. 2024, "Scaling Laws and Compute-Optimal Training
             Beyond Fixed Training Durations"): the peak rate until the last ``cooldown_fraction`` of the
             steps, then a (1 - sqrt) cool-down to 0.
@@ -244,7 +246,10 @@ class VisTRLitModule(L.LightningModule):
         factor = min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
         if optim["schedule"] == "step":
             return factor * optim["gamma"] ** (self.trainer.current_epoch // optim["lr_drop"])
-        total = max(1, int(self.trainer.estimated_stepping_batches) - warmup)
+        span = optim.get("schedule_steps") or int(
+            self.trainer.estimated_stepping_batches
+        )  # older hparams: none
+        total = max(1, span - warmup)
         progress = min(1.0, max(0, step - warmup) / total)
         if optim["schedule"] == "wsd":
             cooldown = optim["cooldown_fraction"]
