@@ -147,6 +147,7 @@ def bench_one(args: argparse.Namespace, dtype_name: str, lean: dict | None = Non
         torch.cuda.reset_peak_memory_stats()
     rss_before = rss_mib()
     times = []
+    cpu_start = time.process_time()  # CPU seconds of all threads: robust to other processes on the cores
     for _ in range(args.repeats):
         start = time.perf_counter()
         out = forward()
@@ -166,6 +167,7 @@ def bench_one(args: argparse.Namespace, dtype_name: str, lean: dict | None = Non
         "threads": torch.get_num_threads(),
         "times_s": times,
         "mean_s": sum(times) / len(times),
+        "cpu_s": (time.process_time() - cpu_start) / len(times),
         "fps": args.frames * len(times) / sum(times),
         "peak_mib": peak,
         "peak_kind": peak_kind,
@@ -184,15 +186,17 @@ def print_table(results: list[dict], label: str = "dtype") -> None:
         f"load {results[0]['load_avg_1min']:.1f}, repeats {cfg['repeats']}"
     )
     print(
-        f"| {label} | forward s/clip | frames/s | peak MiB | process peak RSS MiB | "
+        f"| {label} | forward s/clip | CPU s/clip | frames/s | peak MiB | process peak RSS MiB | "
         + " | ".join(MODULES)
         + " |"
     )
-    print("|---" * (5 + len(MODULES)) + "|")
+    print("|---" * (6 + len(MODULES)) + "|")
     for r in results:
         modules = " | ".join(f"{r['modules_s'][m]:.2f}" for m in MODULES)
         peaks = f"{r['peak_mib']:.0f} | {r['process_peak_rss_mib']:.0f}"
-        print(f"| {r['dtype']} | {r['mean_s']:.2f} | {r['fps']:.2f} | {peaks} | {modules} |")
+        print(
+            f"| {r['dtype']} | {r['mean_s']:.2f} | {r['cpu_s']:.1f} | {r['fps']:.2f} | {peaks} | {modules} |"
+        )
     print(f"(peak: {results[0]['peak_kind']}; module times in s, inclusive)")
 
 

@@ -183,21 +183,23 @@ def bench_variant(args: argparse.Namespace) -> dict:
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     def step() -> list[float]:
-        marks = [time.perf_counter()]
+        """Wall seconds of the forward, backward and optimizer step, then their CPU seconds (all threads:
+        robust to other processes sharing the cores)."""
+        marks = [(time.perf_counter(), time.process_time())]
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             loss = criterion.weighted_total(criterion(model(frames), targets))
         sync()
-        marks.append(time.perf_counter())
+        marks.append((time.perf_counter(), time.process_time()))
         loss.backward()
         sync()
-        marks.append(time.perf_counter())
+        marks.append((time.perf_counter(), time.process_time()))
         if clip:
             torch.nn.utils.clip_grad_norm_(params, clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         sync()
-        marks.append(time.perf_counter())
-        return [b - a for a, b in zip(marks, marks[1:])]
+        marks.append((time.perf_counter(), time.process_time()))
+        return [b[i] - a[i] for i in (0, 1) for a, b in zip(marks, marks[1:])]
 
     for _ in range(args.warmup):
         step()
@@ -205,7 +207,7 @@ def bench_variant(args: argparse.Namespace) -> dict:
         torch.cuda.reset_peak_memory_stats()
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / KIB
     times = [step() for _ in range(args.steps)]
-    best = min(times, key=sum)
+    best = min(times, key=lambda t: sum(t[:3]))
     result = {
         "variant": args.variant,
         "lean": model_cfg["lean"],
@@ -213,7 +215,8 @@ def bench_variant(args: argparse.Namespace) -> dict:
         "forward_s": best[0],
         "backward_s": best[1],
         "step_s": best[2],
-        "total_s": sum(best),
+        "total_s": sum(best[:3]),
+        "cpu_s": best[3:],
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / KIB,
         "rss_before_mib": before,
         "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
@@ -250,14 +253,17 @@ def variants_table(args: argparse.Namespace, argv: list[str]) -> None:
     )
     cuda = "cuda_peak_mib" in first
     print(
-        "| variant | dtype | forward s | backward s | step s | total s | peak RSS MiB | RSS growth MiB |"
-        + (" cuda peak MiB |" if cuda else "")
+        "| variant | dtype | forward s | backward s | step s | total s | CPU s fwd / bwd / step "
+        "| peak RSS MiB | RSS growth MiB |" + (" cuda peak MiB |" if cuda else "")
     )
-    print("|---" * (8 + cuda) + "|")
+    print("|---" * (9 + cuda) + "|")
     for r in results:
         seconds = " | ".join(f"{r[k]:.2f}" for k in ("forward_s", "backward_s", "step_s", "total_s"))
         growth = r["peak_rss_mib"] - r["rss_before_mib"]
-        row = f"| {r['variant']} | {r['dtype']} | {seconds} | {r['peak_rss_mib']:.0f} | {growth:.0f} |"
+        cpu = " / ".join(f"{c:.1f}" for c in r["cpu_s"])
+        row = (
+            f"| {r['variant']} | {r['dtype']} | {seconds} | {cpu} | {r['peak_rss_mib']:.0f} | {growth:.0f} |"
+        )
         print(row + (f" {r['cuda_peak_mib']:.0f} |" if cuda else ""))
 
 

@@ -93,3 +93,25 @@ def test_long_video_ap_uses_the_checkpoint_post_processing(tmp_path, monkeypatch
     assert overridden["overlap"] == 1 and overridden["match_iou"] == 0.6
     assert overridden["track_nms_iou"] == 0.4
     assert "| stitched |" in capsys.readouterr().out
+
+
+def test_bench_train_step_variant_times_a_lean_step_on_a_synthetic_clip(capsys):
+    """One ``--variants`` row, run in this process as its subprocess would: the lean settings arrive."""
+    bench = _load("bench_train_step")
+    sizes = ["--frames", "2", "--height", "48", "--width", "64", "--num-classes", "3", "--steps", "1"]
+    tiny = ["model/backbone=r10", "model/transformer=tiny", "model.net.backbone_width=16"]
+    bench.main(["--experiment", "vistr_r50", *sizes, "--warmup", "0", "--variant", "lean", "--", *tiny])
+    row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert row["variant"] == "lean" and row["lean"]["mask_head_chunk"] == 1
+    assert row["lean"]["checkpoint"] == ["backbone", "encoder", "mask_head"]
+    assert row["peak_rss_mib"] >= row["rss_before_mib"] > 0 and row["forward_s"] > 0
+
+
+def test_bench_model_variant_runs_the_chunked_mask_head(capsys):
+    bench = _load("bench_model")
+    tiny = ["--backbone", "resnet10", "--hidden-dim", "48", "--nheads", "4", "--dim-feedforward", "32"]
+    sizes = ["--frames", "2", "--instances", "3", "--height", "48", "--width", "64"]
+    layers = ["--enc-layers", "1", "--dec-layers", "1", "--threads", "1"]
+    bench.main([*tiny, *sizes, *layers, "--variant", "chunk-2", "--json"])
+    row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert row["dtype"] == "chunk-2" and row["pred_masks"] == [1, 6, 12, 16]
