@@ -60,7 +60,7 @@ ablations-cpu: $(STAMP)  ## the paper-shaped CPU table: baseline + 4 ablations x
 	$(PY) -m vistr_lit.train --multirun '+experiment=glob(ablate_*)' preset=paper_small seed=1,2,3
 	$(PY) scripts/ablation_table.py multirun
 
-bench: $(STAMP)  ## all benchmarks (CPU), figures as in the README
+bench: $(STAMP)  ## all benchmarks (CPU); the measured figures are in docs/benchmarks.md
 	$(PY) scripts/bench_data.py
 	$(PY) scripts/bench_model.py
 	$(PY) scripts/bench_matcher.py

@@ -31,11 +31,11 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import OmegaConf, open_dict
+from omegaconf import open_dict
 from torch import Tensor
 
 from vistr_lit.lit_module import FUSED_ADAMW_DEVICES, VisTRLitModule
-from vistr_lit.train import CONFIG_DIR, build_datamodule, build_module
+from vistr_lit.train import CONFIG_DIR, build_datamodule, build_module, module_arguments
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16}
 # variant -> (model/lean overrides, autocast dtype); every variant starts from model/lean=none
@@ -168,9 +168,8 @@ def bench_variant(args: argparse.Namespace) -> dict:
     )
     torch.manual_seed(cfg.seed)
     device = torch.device(args.device)
-    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
-    del model_cfg["init_from"], model_cfg["_target_"]
-    ids = list(range(1, args.num_classes + 1))
+    ids = list(range(1, args.num_classes + 1))  # random weights: the step's cost does not depend on the start
+    model_cfg = module_arguments(cfg)
     module = VisTRLitModule(**model_cfg, category_ids=ids, category_names=[str(i) for i in ids])
     model, criterion = module.model.to(device).train(), module.criterion.to(device)
     frames, targets = synthetic_clip(args, device)

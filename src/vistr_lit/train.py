@@ -55,19 +55,28 @@ def prepare_start(cfg: DictConfig) -> Start | None:
     return resolve_start(net, cfg.model.init_from, cfg.model.allow_random_frozen_bn)
 
 
+def module_arguments(cfg: DictConfig) -> dict:
+    """``VisTRLitModule`` keyword arguments from ``cfg.model``, less the categories (the data's) and the
+    start (``init_from``, ``allow_random_frozen_bn``, ``net.pretrained_backbone``: weights loaded after
+    building, never stored as hyper-parameters)."""
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    for key in ("init_from", "allow_random_frozen_bn"):
+        model_cfg.pop(key, None)
+    model_cfg["net"].pop("pretrained_backbone", None)
+    target = model_cfg.pop("_target_")
+    if target != "vistr_lit.lit_module.VisTRLitModule":
+        raise ValueError(f"model._target_ must be vistr_lit.lit_module.VisTRLitModule, got {target!r}")
+    return model_cfg
+
+
 def build_module(
     cfg: DictConfig, datamodule: L.LightningDataModule, start: Start | None = None
 ) -> VisTRLitModule:
     """VisTRLitModule from ``cfg.model`` and the datamodule's categories, ``model.init_from`` loaded, and
     the ImageNet backbone when ``start`` says so (``net.pretrained_backbone`` is a start, not a module
     argument: a checkpoint's hyper-parameters never download anything)."""
-    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
-    init_from = model_cfg.pop("init_from")
-    model_cfg.pop("allow_random_frozen_bn", None)
-    model_cfg["net"].pop("pretrained_backbone", None)
-    target = model_cfg.pop("_target_")
-    if target != "vistr_lit.lit_module.VisTRLitModule":
-        raise ValueError(f"model._target_ must be vistr_lit.lit_module.VisTRLitModule, got {target!r}")
+    model_cfg = module_arguments(cfg)
+    init_from = cfg.model.init_from
     category_map = datamodule.category_map
     module = VisTRLitModule(
         **model_cfg, category_ids=list(category_map.ids), category_names=list(category_map.names)
