@@ -5,6 +5,34 @@ import torch
 from vistr_lit.models import build_vistr
 
 TINY = dict(hidden_dim=48, nheads=4, enc_layers=1, dec_layers=2, dim_feedforward=64)
+# model.net of `+experiment=quickstart` (and num_classes=3, synthvis's)
+QUICKSTART = dict(
+    num_frames=2,
+    num_instances=5,
+    backbone="resnet10",
+    dilation=True,
+    trainable_stages=["conv1", "layer1", "layer2", "layer3", "layer4"],
+    pretrained_backbone=None,
+    backbone_norm="batch",
+    backbone_width=32,
+    hidden_dim=96,
+    nheads=4,
+    enc_layers=2,
+    dec_layers=2,
+    dim_feedforward=384,
+    dropout=0.0,
+    attention_dropout=0.0,
+    mask_fusion="dot_product",
+    temporal_fusion="conv3d",
+    mask_dim=32,
+    aux_masks=False,
+    mask_stride=4,
+    mask_classifier="clip",
+    masked_attention=False,
+    mask_coords=True,
+    aux_loss=True,
+    query_groups=1,
+)
 
 
 def tiny_vistr(num_frames=3, num_instances=2, backbone="resnet10", num_classes=3, seed=0, **kwargs):

@@ -6,32 +6,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from vistr_cases import QUICKSTART
 
 from vistr_lit.convert_checkpoint import default_hparams, initialize_from, save_lightning_checkpoint
 from vistr_lit.lit_module import VisTRLitModule
 from vistr_lit.models import build_vistr
 
 # keys and shapes of the quickstart network's state dict at commit 7f0e06c, in order
-LEGACY_KEYS = Path(__file__).parent / "models" / "reference" / "quickstart_state_dict_7f0e06c.txt"
-QUICKSTART_NET = dict(
-    num_frames=2,
-    num_instances=5,
-    backbone="resnet10",
-    dilation=True,
-    trainable_stages=["conv1", "layer1", "layer2", "layer3", "layer4"],
-    backbone_norm="batch",
-    backbone_width=32,
-    hidden_dim=96,
-    nheads=4,
-    enc_layers=2,
-    dec_layers=2,
-    dim_feedforward=384,
-    dropout=0.0,
-    mask_fusion="dot_product",
-    mask_dim=32,
-    mask_classifier="clip",
-    mask_coords=True,
-)
+LEGACY_KEYS = Path(__file__).parent / "reference" / "quickstart_state_dict_7f0e06c.txt"
 
 
 def legacy_keys() -> list[tuple[str, list[int]]]:
@@ -48,7 +30,7 @@ def legacy_state_dict(model) -> dict:
 
 
 def test_the_legacy_layout_is_the_current_one_renamed():
-    model = build_vistr(num_classes=3, **QUICKSTART_NET)
+    model = build_vistr(num_classes=3, **QUICKSTART)
     current = list(model.state_dict())
     renamed = [key for key, _ in legacy_keys() if key not in current]
     assert renamed and all(
@@ -63,7 +45,7 @@ def legacy_checkpoint(tmp_path):
     """A quickstart Lightning checkpoint as the pre-split code wrote it (random weights), and its module."""
     torch.manual_seed(0)
     module = VisTRLitModule(
-        net=dict(QUICKSTART_NET), category_ids=[1, 2, 3], category_names=["a", "b", "c"], **default_hparams()
+        net=dict(QUICKSTART), category_ids=[1, 2, 3], category_names=["a", "b", "c"], **default_hparams()
     )
     path = tmp_path / "quickstart.ckpt"
     save_lightning_checkpoint(module, path)
@@ -93,22 +75,22 @@ def test_a_pre_split_checkpoint_initializes_a_model(legacy_checkpoint):
     path, module = legacy_checkpoint
     torch.manual_seed(1)
     fresh = VisTRLitModule(
-        net=dict(QUICKSTART_NET), category_ids=[1, 2, 3], category_names=["a", "b", "c"], **default_hparams()
+        net=dict(QUICKSTART), category_ids=[1, 2, 3], category_names=["a", "b", "c"], **default_hparams()
     )
     initialize_from(fresh, path)
     assert_same_weights(fresh.model, module.model)
 
 
 def test_a_pre_split_state_dict_that_does_not_fit_fails_clearly():
-    model = build_vistr(num_classes=3, **QUICKSTART_NET)
+    model = build_vistr(num_classes=3, **QUICKSTART)
     legacy = legacy_state_dict(model)
     legacy["mask_embed.layers.0.bias"] = torch.zeros(7)
     with pytest.raises(RuntimeError, match=r"mask_extension\.mask_embed\.layers\.0\.bias.*\[7\]"):
-        build_vistr(num_classes=3, **QUICKSTART_NET).load_state_dict(legacy)
+        build_vistr(num_classes=3, **QUICKSTART).load_state_dict(legacy)
 
 
 def test_a_network_with_the_upgrade_hook_pickles():
     """Spawned DDP ranks receive the network pickled."""
-    model = build_vistr(num_classes=3, **QUICKSTART_NET)
+    model = build_vistr(num_classes=3, **QUICKSTART)
     copy = pickle.loads(pickle.dumps(model))
     copy.load_state_dict(legacy_state_dict(model))
