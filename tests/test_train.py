@@ -198,7 +198,7 @@ def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(run, monkeypatc
             losses["loss_ce"] = losses["loss_ce"] * float("nan")
         return losses
 
-    # NaN frames would be more realistic, but torchvision's CPU deform_conv2d segfaults on NaN offsets.
+    # a poisoned loss: what the guard sees, whichever layer produced the first NaN
     monkeypatch.setattr(SetCriterion, "forward", poisoned)
     overrides = ["trainer.limit_train_batches=1", "trainer.max_epochs=3", "logger=none", "final_eval=false"]
     with pytest.raises(NonFiniteLossError, match="non-finite loss at epoch 1") as error:

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import deform_conv2d
 
+from vistr_lit.models.deform_conv import deform_conv2d
 from vistr_lit.models.padding import downscale, keep_mask, masked_group_norm, zero_padding
 
 FPN_GROUPS = 8  # GroupNorm groups in the FPN head (fewer when a width is not divisible)
@@ -128,8 +128,7 @@ class MaskHeadSmallConv(nn.Module):
         context_dim: transformer width C (sets the inner widths C/2 .. C/16).
         strides: strides of the input (layer4) and of the three FPN levels, e.g. (32, 16, 8, 4).
         deformable: the last 3×3 conv is deformable (original). False makes it a plain conv with the same
-            weight (the DCN's starting point) and no offset branch: torchvision's CPU deform_conv2d backward
-            dominates a small model's training step on CPU.
+            weight (the DCN's starting point) and no offset branch.
     """
 
     def __init__(
@@ -223,7 +222,7 @@ class MaskHeadSmallConv(nn.Module):
         else:
             offset = self.conv_offset(x)
             x = zero_padding(x, k)
-            # torchvision's deform_conv2d has no reduced-precision CPU kernel: run it in float32
+            # the deformable conv runs in float32 (bf16 sampling is slower on CPU and less exact)
             x = deform_conv2d(
                 x.float(), offset.float(), self.dcn.weight.float(), padding=self.dcn.padding
             ).to(x.dtype)

@@ -1,0 +1,129 @@
+"""Deformable convolution (v1, Dai et al. 2017) as bilinear sampling plus one matrix product.
+
+The same function as ``torchvision.ops.deform_conv2d`` without a mask (the original VisTR's DCN): every
+output pixel ``p`` and kernel tap ``k`` read the input at ``p·stride - padding + k·dilation + offset_k(p)``
+by bilinear interpolation with zeros outside the frame, and the taps are summed with the kernel's weights.
+Here the sampling is ``F.grid_sample`` (vectorized CPU and CUDA kernels, autograd to the input and to the
+sampling grid) and the sum is one matrix product; torchvision's CPU kernel loops over pixels in scalar code.
+
+The sampled columns ``[R, C_in, K, h, w]`` are 9x the input; they are made and consumed ``chunk`` rows at a
+time and, when autograd records, recomputed in backward (``torch.utils.checkpoint``) instead of kept, as
+torchvision's kernel recomputes its im2col columns. Tensor shapes follow torchvision's ``deform_conv2d``.
+"""
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import Tensor
+from torch.utils.checkpoint import checkpoint
+
+DEFAULT_CHUNK_ELEMENTS = 2**25  # sampled values a chunk holds: 128 MiB of float32 columns
+
+
+def _pair(value: int | tuple[int, int]) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else tuple(value)
+
+
+def _sampling_grid(
+    offset: Tensor,
+    in_size: tuple[int, int],
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    dilation: tuple[int, int],
+) -> Tensor:
+    """``grid_sample`` grid ``[R, K·h, w, 2]`` (x, y in [-1, 1], ``align_corners=False``) of every tap.
+
+    Args:
+        offset: ``[R, 2·K, h, w]`` (dy, dx) per tap, taps in row-major kernel order (torchvision's layout).
+    """
+    rows, _, out_h, out_w = offset.shape
+    (in_h, in_w), (k_h, k_w) = in_size, kernel
+    device, dtype = offset.device, offset.dtype
+    tap_y = torch.arange(k_h, device=device, dtype=dtype).repeat_interleave(k_w) * dilation[0]  # K
+    tap_x = torch.arange(k_w, device=device, dtype=dtype).repeat(k_h) * dilation[1]
+    out_y = torch.arange(out_h, device=device, dtype=dtype) * stride[0] - padding[0]  # h
+    out_x = torch.arange(out_w, device=device, dtype=dtype) * stride[1] - padding[1]
+    offset = offset.view(rows, -1, 2, out_h, out_w)  # R x K x (dy, dx) x h x w
+    y = tap_y[:, None, None] + out_y[:, None] + offset[:, :, 0]  # R x K x h x w, input pixel rows
+    x = tap_x[:, None, None] + out_x + offset[:, :, 1]
+    # pixel i's centre is at (2i + 1) / size - 1 with align_corners=False (well defined for size 1 too)
+    grid = torch.stack(((2 * x + 1) / in_w - 1, (2 * y + 1) / in_h - 1), dim=-1)  # R x K x h x w x 2
+    return grid.flatten(1, 2)
+
+
+def _deform_rows(
+    x: Tensor,
+    offset: Tensor,
+    weight: Tensor,
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    dilation: tuple[int, int],
+) -> Tensor:
+    """One chunk: ``x`` ``[R, C_in, H, W]``, ``offset`` ``[R, 2K, h, w]`` -> ``[R, C_out, h, w]``."""
+    k_h, k_w = weight.shape[-2:]
+    out_h, out_w = offset.shape[-2:]
+    grid = _sampling_grid(offset, x.shape[-2:], (k_h, k_w), stride, padding, dilation)
+    columns = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    columns = columns.view(x.shape[0], -1, out_h * out_w)  # R x C_in·K x h·w (C_in-major, as weight's)
+    # a batched matrix product on the columns as laid out (an einsum here copies them to permute first)
+    return torch.matmul(weight.flatten(1), columns).unflatten(-1, (out_h, out_w))
+
+
+def deform_conv2d_sampled(
+    x: Tensor,
+    offset: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    stride: int | tuple[int, int] = 1,
+    padding: int | tuple[int, int] = 0,
+    dilation: int | tuple[int, int] = 1,
+    chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
+) -> Tensor:
+    """``torchvision.ops.deform_conv2d(x, offset, weight, bias, stride, padding, dilation)`` (no mask).
+
+    Args:
+        x: ``[R, C_in, H, W]``.
+        offset: ``[R, 2·k_h·k_w, h, w]`` (dy, dx) per tap; one offset group.
+        weight: ``[C_out, C_in, k_h, k_w]``; bias: ``[C_out]`` or None.
+        chunk_elements: sampled values a chunk may hold (sets how many rows run at a time).
+    Returns:
+        ``[R, C_out, h, w]``.
+    """
+    k_h, k_w = weight.shape[-2:]
+    if weight.shape[1] != x.shape[1]:
+        raise ValueError(f"deform_conv2d: weight takes {weight.shape[1]} channels, input has {x.shape[1]}")
+    if offset.shape[1] != 2 * k_h * k_w:
+        raise ValueError(
+            f"deform_conv2d: offset has {offset.shape[1]} channels; one offset group of a {k_h}x{k_w} "
+            f"kernel needs {2 * k_h * k_w}"
+        )
+    stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
+    per_row = x.shape[1] * k_h * k_w * offset.shape[-2] * offset.shape[-1]
+    rows = max(1, chunk_elements // max(per_row, 1))
+    recompute = torch.is_grad_enabled() and (x.requires_grad or offset.requires_grad or weight.requires_grad)
+    outputs = []
+    for start in range(0, x.shape[0], rows):
+        args = (x[start : start + rows], offset[start : start + rows], weight, stride, padding, dilation)
+        if recompute:
+            outputs.append(checkpoint(_deform_rows, *args, use_reentrant=False))
+        else:
+            outputs.append(_deform_rows(*args))
+    out = torch.cat(outputs) if len(outputs) > 1 else outputs[0]
+    return out if bias is None else out + bias[:, None, None]
+
+
+def deform_conv2d(
+    x: Tensor,
+    offset: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    stride: int | tuple[int, int] = 1,
+    padding: int | tuple[int, int] = 0,
+    dilation: int | tuple[int, int] = 1,
+) -> Tensor:
+    """Deformable convolution v1 (shapes as ``deform_conv2d_sampled``): torchvision's CUDA kernel on CUDA
+    tensors, the sampled form everywhere else (docs/paper-scale.md: 3-4x torchvision's CPU kernel)."""
+    if x.is_cuda:
+        return torchvision.ops.deform_conv2d(x, offset, weight, bias, stride, padding, dilation)
+    return deform_conv2d_sampled(x, offset, weight, bias, stride, padding, dilation)
