@@ -24,8 +24,9 @@ import sys
 import time
 
 import torch
+import torchvision
 
-from vistr_lit.models import build_vistr
+from vistr_lit.models import build_vistr, mask_head
 from vistr_lit.models.lean import apply_lean
 
 MODULES = (
@@ -40,6 +41,7 @@ MODULES = (
 DTYPES = {"fp32": None, "bf16": torch.bfloat16}
 # variant -> (apply_lean keyword arguments, dtype); checkpointing does nothing without autograd
 LEAN_VARIANTS = {
+    "plain-tvdcn": ({}, "fp32"),  # the plain path before the sampled DCN: torchvision's CPU deform_conv2d
     "plain": ({}, "fp32"),
     "bf16": ({}, "bf16"),
     "chunk-1": ({"mask_head_chunk": 1}, "fp32"),
@@ -48,6 +50,7 @@ LEAN_VARIANTS = {
     "lean": ({"checkpoint": ("backbone", "encoder", "mask_head"), "mask_head_chunk": 1}, "fp32"),
     "lean+bf16": ({"checkpoint": ("backbone", "encoder", "mask_head"), "mask_head_chunk": 1}, "bf16"),
 }
+TORCHVISION_DCN_VARIANTS = {"plain-tvdcn"}
 KIB = 1024
 
 
@@ -204,6 +207,8 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     if args.variant is not None:  # one variant, in its subprocess
         lean, dtype = LEAN_VARIANTS[args.variant]
+        if args.variant in TORCHVISION_DCN_VARIANTS:
+            mask_head.deform_conv2d = torchvision.ops.deform_conv2d
         print(json.dumps(bench_one(args, dtype, lean)))
         return
     if args.variants is not None:

@@ -29,17 +29,20 @@ import time
 from pathlib import Path
 
 import torch
+import torchvision
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 from torch import Tensor
 
 from vistr_lit.lit_module import FUSED_ADAMW_DEVICES, VisTRLitModule
+from vistr_lit.models import mask_head
 from vistr_lit.train import CONFIG_DIR, build_datamodule, build_module, module_arguments
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16}
 # variant -> (model/lean overrides, autocast dtype); every variant starts from model/lean=none
 LEAN_VARIANTS = {
+    "plain-tvdcn": ([], "fp32"),  # the plain path before the sampled DCN: torchvision's CPU deform_conv2d
     "plain": ([], "fp32"),
     "bf16": ([], "bf16"),
     "ckpt-backbone": (["model.lean.checkpoint=[backbone]"], "fp32"),
@@ -50,6 +53,7 @@ LEAN_VARIANTS = {
     "lean": (["model/lean=all"], "fp32"),
     "lean+bf16": (["model/lean=all"], "bf16"),
 }
+TORCHVISION_DCN_VARIANTS = {"plain-tvdcn"}
 KIB = 1024
 
 
@@ -159,6 +163,8 @@ def synthetic_clip(args: argparse.Namespace, device: torch.device) -> tuple[Tens
 def bench_variant(args: argparse.Namespace) -> dict:
     """One training step of ``args.variant`` (after ``--warmup`` untimed ones), in this fresh process."""
     lean_overrides, dtype_name = LEAN_VARIANTS[args.variant]
+    if args.variant in TORCHVISION_DCN_VARIANTS:
+        mask_head.deform_conv2d = torchvision.ops.deform_conv2d
     cfg = compose_config(
         argparse.Namespace(
             experiment=args.experiment,
