@@ -9,6 +9,7 @@ from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
 from vistr_lit.models.backbone import Backbone
+from vistr_lit.models.backbone import FrozenBatchNorm2d as FrozenBatchNorm2dOurs
 from vistr_lit.models.extensions.pixel_decoder import PixelDecoder
 from vistr_lit.models.mask_head import InstanceSequenceHead, MHAttentionMap, TimePaddedConv3d
 from vistr_lit.models.padding import masked_group_norm, size_mask, valid_sizes
@@ -147,6 +148,25 @@ def test_padding_does_not_promote_the_backbone_out_of_bf16_autocast():
     assert stem.dtype == torch.bfloat16
     for ours, reference in zip(padded, plain):  # the first clip is not padded: the same features
         torch.testing.assert_close(ours[0], reference[0], atol=0, rtol=0)
+
+
+def test_frozen_batch_norm_keeps_bf16_and_equals_torchvision_in_float32():
+    """The paper's frozen-BN ResNet stays in bf16 under autocast (torchvision's FrozenBatchNorm2d promoted
+    every activation to float32); float32 is torchvision's bit for bit."""
+    torch.manual_seed(0)
+    ours, theirs = FrozenBatchNorm2dOurs(6), FrozenBatchNorm2d(6)
+    for buffer in ("weight", "bias", "running_mean", "running_var"):
+        value = torch.rand(6) + 0.5
+        getattr(ours, buffer).copy_(value)
+        getattr(theirs, buffer).copy_(value)
+    x = torch.randn(2, 6, 5, 7)
+    assert torch.equal(ours(x), theirs(x))
+    assert ours(x.bfloat16()).dtype == torch.bfloat16
+    backbone = Backbone("resnet18", dilation=True).eval()  # frozen norm, as the paper's
+    assert isinstance(backbone.body.layer2[0].bn1, FrozenBatchNorm2dOurs)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        features = backbone(torch.randn(2, 3, 50, 70))
+    assert [f.dtype for f in features] == [torch.bfloat16] * 4
 
 
 def test_dilated_basic_block_stage_keeps_the_weights_and_dilates_like_torchvision():

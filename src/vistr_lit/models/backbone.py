@@ -6,7 +6,7 @@ import torch
 import torchvision
 from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
-from torchvision.ops import FrozenBatchNorm2d
+from torchvision.ops import FrozenBatchNorm2d as TorchvisionFrozenBatchNorm2d
 
 from vistr_lit.models.padding import downscale, keep_mask, zero_padding
 
@@ -23,6 +23,23 @@ LEVELS = ("layer1", "layer2", "layer3", "layer4")
 STEM_STRIDE = 4  # conv1 (stride 2) then max-pool (stride 2)
 STAGE_WIDTHS = (64, 128, 256, 512)  # torchvision's per-stage base widths (times block.expansion)
 DC5_DILATION = 2  # a dilated layer4 keeps stride 16 (DETR-DC5)
+
+
+class FrozenBatchNorm2d(TorchvisionFrozenBatchNorm2d):
+    """torchvision's ``FrozenBatchNorm2d`` whose output keeps the input's dtype (same buffers and keys).
+
+    The affine is computed in float32 from the float32 statistics, as torchvision's, then applied in the
+    input's dtype. torchvision's ``x * scale + bias`` with float32 ``scale`` promotes a bf16 input to
+    float32, so under bf16 autocast every frozen norm turned the residual stream, the ReLUs and the saved
+    activations into float32 and each next convolution cast them back. Float32 inputs give torchvision's
+    values bit for bit.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``[B, C, H, W]`` -> ``[B, C, H, W]`` in ``x``'s dtype."""
+        scale = self.weight * (self.running_var + self.eps).rsqrt()
+        bias = self.bias - self.running_mean * scale
+        return x * scale.to(x.dtype)[:, None, None] + bias.to(x.dtype)[:, None, None]
 
 
 # "frozen": FrozenBatchNorm2d (the original; right for pretrained weights). "batch": trainable BatchNorm2d,
