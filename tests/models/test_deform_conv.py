@@ -6,12 +6,14 @@ import torchvision
 
 from vistr_lit.models.deform_conv import deform_conv2d, deform_conv2d_sampled
 
-# (rows, channels in, height, width, channels out, stride, padding, dilation)
+# (rows, channels in, height, width, channels out, stride, padding, dilation); fewer output than input
+# channels take the contract-then-sample path
 SHAPES = [
     (3, 5, 7, 9, 4, 1, 1, 1),  # the mask head's 3x3, padding 1
     (2, 4, 1, 6, 3, 1, 1, 1),  # a one-pixel-high input
     (2, 6, 8, 8, 5, 2, 2, 2),  # stride and dilation
     (4, 3, 5, 5, 2, 1, 0, 1),  # no padding
+    (2, 3, 6, 7, 5, 1, 1, 1),  # more output than input channels: sampled first, then contracted
 ]
 
 

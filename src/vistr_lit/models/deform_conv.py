@@ -39,6 +39,8 @@ def _sampling_grid(
     """
     rows, _, out_h, out_w = offset.shape
     (in_h, in_w), (k_h, k_w) = in_size, kernel
+    # positions in at least float32: bf16 offsets (autocast) would place taps to within a pixel only
+    offset = offset.to(torch.promote_types(offset.dtype, torch.float32))
     device, dtype = offset.device, offset.dtype
     tap_y = torch.arange(k_h, device=device, dtype=dtype).repeat_interleave(k_w) * dilation[0]  # K
     tap_x = torch.arange(k_w, device=device, dtype=dtype).repeat(k_h) * dilation[1]
@@ -60,13 +62,26 @@ def _deform_rows(
     padding: tuple[int, int],
     dilation: tuple[int, int],
 ) -> Tensor:
-    """One chunk: ``x`` ``[R, C_in, H, W]``, ``offset`` ``[R, 2K, h, w]`` -> ``[R, C_out, h, w]``."""
-    k_h, k_w = weight.shape[-2:]
+    """One chunk: ``x`` ``[R, C_in, H, W]``, ``offset`` ``[R, 2K, h, w]`` -> ``[R, C_out, h, w]``.
+
+    Sampling is linear, so the weights may be applied before it: with fewer output than input channels
+    (the mask head's 48 -> 24), each tap's 1×1 convolution ``[C_out, C_in]`` runs first on the input and
+    only C_out channels are sampled per tap, not C_in; otherwise the C_in channels are sampled per tap and
+    contracted by one matrix product on the columns as laid out.
+    """
+    rows, c_in, in_h, in_w = x.shape
+    c_out, _, k_h, k_w = weight.shape
+    taps = k_h * k_w
     out_h, out_w = offset.shape[-2:]
-    grid = _sampling_grid(offset, x.shape[-2:], (k_h, k_w), stride, padding, dilation)
+    grid = _sampling_grid(offset, (in_h, in_w), (k_h, k_w), stride, padding, dilation)  # R x K·h x w x 2
+    if c_out < c_in:
+        per_tap = weight.flatten(2).permute(2, 0, 1).reshape(taps * c_out, c_in, 1, 1)  # tap-major
+        y = F.conv2d(x.contiguous(), per_tap).view(rows * taps, c_out, in_h, in_w)  # R·K x C_out x H x W
+        grid = grid.view(rows * taps, out_h, out_w, 2)
+        sampled = F.grid_sample(y, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        return sampled.view(rows, taps, c_out, out_h, out_w).sum(dim=1)
     columns = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    columns = columns.view(x.shape[0], -1, out_h * out_w)  # R x C_in·K x h·w (C_in-major, as weight's)
-    # a batched matrix product on the columns as laid out (an einsum here copies them to permute first)
+    columns = columns.view(rows, c_in * taps, out_h * out_w)  # C_in-major, as weight.flatten(1)
     return torch.matmul(weight.flatten(1), columns).unflatten(-1, (out_h, out_w))
 
 
@@ -122,8 +137,13 @@ def deform_conv2d(
     padding: int | tuple[int, int] = 0,
     dilation: int | tuple[int, int] = 1,
 ) -> Tensor:
-    """Deformable convolution v1 (shapes as ``deform_conv2d_sampled``): torchvision's CUDA kernel on CUDA
-    tensors, the sampled form everywhere else (docs/paper-scale.md: 3-4x torchvision's CPU kernel)."""
+    """Deformable convolution v1 (shapes as ``deform_conv2d_sampled``): torchvision's CUDA kernel (in
+    float32) on CUDA tensors, the sampled form everywhere else, where each op follows autocast (the 1×1
+    convolutions in bf16, the sampling and its positions in float32); docs/paper-scale.md."""
     if x.is_cuda:
-        return torchvision.ops.deform_conv2d(x, offset, weight, bias, stride, padding, dilation)
+        out = torchvision.ops.deform_conv2d(
+            x.float(), offset.float(), weight.float(), None if bias is None else bias.float(),
+            stride, padding, dilation,
+        )  # fmt: skip
+        return out.to(x.dtype)
     return deform_conv2d_sampled(x, offset, weight, bias, stride, padding, dilation)

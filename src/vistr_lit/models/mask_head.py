@@ -222,10 +222,7 @@ class MaskHeadSmallConv(nn.Module):
         else:
             offset = self.conv_offset(x)
             x = zero_padding(x, k)
-            # the deformable conv runs in float32 (bf16 sampling is slower on CPU and less exact)
-            x = deform_conv2d(
-                x.float(), offset.float(), self.dcn.weight.float(), padding=self.dcn.padding
-            ).to(x.dtype)
+            x = deform_conv2d(x, offset, self.dcn.weight, padding=self.dcn.padding).to(x.dtype)
         return F.relu(masked_group_norm(x, self.gn5, k))
 
 
