@@ -4,7 +4,7 @@ import pytest
 import torch
 import torchvision
 
-from vistr_lit.models.deform_conv import deform_conv2d, deform_conv2d_sampled
+from vistr_lit.models.deform_conv import deform_conv2d
 
 # (rows, channels in, height, width, channels out, stride, padding, dilation); fewer output than input
 # channels take the contract-then-sample path
@@ -36,7 +36,7 @@ def test_sampled_equals_torchvision_with_gradients(shape, chunk_elements):
     stride, padding, dilation = shape[5:]
     kwargs = dict(stride=stride, padding=padding, dilation=dilation)
     expected = torchvision.ops.deform_conv2d(*tensors, **kwargs)
-    out = deform_conv2d_sampled(*tensors, **kwargs, chunk_elements=chunk_elements)
+    out = deform_conv2d(*tensors, **kwargs, chunk_elements=chunk_elements)
     torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)
     grad = torch.randn_like(expected)
     for ours, theirs, name in zip(
@@ -58,13 +58,13 @@ def test_float32_within_rounding_and_no_graph_without_grad():
 
 def test_zero_offsets_are_a_plain_convolution():
     x, offset, weight, bias = (t.detach() for t in inputs(2, 4, 6, 7, 3, 1, 1, 1))
-    out = deform_conv2d_sampled(x, torch.zeros_like(offset), weight, bias, padding=1)
+    out = deform_conv2d(x, torch.zeros_like(offset), weight, bias, padding=1)
     torch.testing.assert_close(out, torch.nn.functional.conv2d(x, weight, bias, padding=1))
 
 
 def test_mismatched_shapes_are_named():
     x, offset, weight, _ = (t.detach() for t in inputs(1, 4, 6, 6, 3, 1, 1, 1))
     with pytest.raises(ValueError, match="weight takes 4 channels, input has 5"):
-        deform_conv2d_sampled(torch.zeros(1, 5, 6, 6, dtype=x.dtype), offset, weight, padding=1)
+        deform_conv2d(torch.zeros(1, 5, 6, 6, dtype=x.dtype), offset, weight, padding=1)
     with pytest.raises(ValueError, match="offset has 9 channels"):
-        deform_conv2d_sampled(x, offset[:, :9], weight, padding=1)
+        deform_conv2d(x, offset[:, :9], weight, padding=1)

@@ -6,9 +6,10 @@ by bilinear interpolation with zeros outside the frame, and the taps are summed 
 Here the sampling is ``F.grid_sample`` (vectorized CPU and CUDA kernels, autograd to the input and to the
 sampling grid) and the sum is one matrix product; torchvision's CPU kernel loops over pixels in scalar code.
 
-The sampled columns ``[R, C_in, K, h, w]`` are 9x the input; they are made and consumed ``chunk`` rows at a
-time and, when autograd records, recomputed in backward (``torch.utils.checkpoint``) instead of kept, as
-torchvision's kernel recomputes its im2col columns. Tensor shapes follow torchvision's ``deform_conv2d``.
+The sampled columns ``[R, C, K, h, w]`` are K times the input (K taps); they are made and consumed a chunk
+of rows at a time and, when autograd records, recomputed in backward (``torch.utils.checkpoint``) instead of
+kept, as torchvision's kernel recomputes its im2col columns. Tensor shapes follow torchvision's
+``deform_conv2d``.
 """
 
 import torch
@@ -85,7 +86,7 @@ def _deform_rows(
     return torch.matmul(weight.flatten(1), columns).unflatten(-1, (out_h, out_w))
 
 
-def deform_conv2d_sampled(
+def deform_conv2d(
     x: Tensor,
     offset: Tensor,
     weight: Tensor,
@@ -97,6 +98,9 @@ def deform_conv2d_sampled(
 ) -> Tensor:
     """``torchvision.ops.deform_conv2d(x, offset, weight, bias, stride, padding, dilation)`` (no mask).
 
+    On CUDA tensors torchvision's kernel runs (in float32); elsewhere the sampled form, where each op follows
+    autocast (the 1×1 convolutions in bf16, the sampling and its positions in float32); docs/paper-scale.md.
+
     Args:
         x: ``[R, C_in, H, W]``.
         offset: ``[R, 2·k_h·k_w, h, w]`` (dy, dx) per tap; one offset group.
@@ -105,6 +109,12 @@ def deform_conv2d_sampled(
     Returns:
         ``[R, C_out, h, w]``.
     """
+    if x.is_cuda:
+        out = torchvision.ops.deform_conv2d(
+            x.float(), offset.float(), weight.float(), None if bias is None else bias.float(),
+            stride, padding, dilation,
+        )  # fmt: skip
+        return out.to(x.dtype)
     k_h, k_w = weight.shape[-2:]
     if weight.shape[1] != x.shape[1]:
         raise ValueError(f"deform_conv2d: weight takes {weight.shape[1]} channels, input has {x.shape[1]}")
@@ -126,24 +136,3 @@ def deform_conv2d_sampled(
             outputs.append(_deform_rows(*args))
     out = torch.cat(outputs) if len(outputs) > 1 else outputs[0]
     return out if bias is None else out + bias[:, None, None]
-
-
-def deform_conv2d(
-    x: Tensor,
-    offset: Tensor,
-    weight: Tensor,
-    bias: Tensor | None = None,
-    stride: int | tuple[int, int] = 1,
-    padding: int | tuple[int, int] = 0,
-    dilation: int | tuple[int, int] = 1,
-) -> Tensor:
-    """Deformable convolution v1 (shapes as ``deform_conv2d_sampled``): torchvision's CUDA kernel (in
-    float32) on CUDA tensors, the sampled form everywhere else, where each op follows autocast (the 1×1
-    convolutions in bf16, the sampling and its positions in float32); docs/paper-scale.md."""
-    if x.is_cuda:
-        out = torchvision.ops.deform_conv2d(
-            x.float(), offset.float(), weight.float(), None if bias is None else bias.float(),
-            stride, padding, dilation,
-        )  # fmt: skip
-        return out.to(x.dtype)
-    return deform_conv2d_sampled(x, offset, weight, bias, stride, padding, dilation)
