@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export OMP_NUM_THREADS ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-slow lint format ablations ablations-cpu bench data clean
+.PHONY: help install train test test-slow lint format ablations ablations-cpu paper-small-start bench data clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -56,7 +56,14 @@ ablations: $(STAMP)  ## the paper's ablations (R50, T = 36) x 2 seeds on the vis
 	$(PY) -m vistr_lit.train --multirun '+experiment=glob(ablate_*)' seed=1,2 $(GPU_DDP)
 	$(PY) scripts/ablation_table.py multirun
 
-ablations-cpu: $(STAMP)  ## the paper-shaped CPU table: baseline + 4 ablations x 3 seeds at preset=paper_small
+PAPER_SMALL_START := outputs/starts/paper_small/checkpoints/last.ckpt
+
+paper-small-start: $(PAPER_SMALL_START)  ## the start of preset=paper_small (as the paper's COCO DETR), once
+
+$(PAPER_SMALL_START): $(STAMP)
+	$(PY) -m vistr_lit.train +experiment=paper_small_start hydra.run.dir=outputs/starts/paper_small
+
+ablations-cpu: $(STAMP) $(PAPER_SMALL_START)  ## the paper-shaped CPU table: baseline + 4 ablations x 3 seeds at preset=paper_small
 	$(PY) -m vistr_lit.train --multirun '+experiment=glob(ablate_*)' preset=paper_small seed=1,2,3
 	$(PY) scripts/ablation_table.py multirun
 

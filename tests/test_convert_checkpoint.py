@@ -75,7 +75,7 @@ def test_convert_reports_a_broken_file(tmp_path, capsys):
     assert not (tmp_path / "out.ckpt").exists()
 
 
-def _tiny_module(backbone: str = "resnet18") -> VisTRLitModule:
+def _tiny_module(backbone: str = "resnet18", categories: int = 2, **net_overrides) -> VisTRLitModule:
     from vistr_lit.convert_checkpoint import default_hparams
 
     net = dict(
@@ -88,7 +88,10 @@ def _tiny_module(backbone: str = "resnet18") -> VisTRLitModule:
         dec_layers=1,
         dim_feedforward=32,
     )
-    return VisTRLitModule(net=net, category_ids=[1, 2], category_names=["a", "b"], **default_hparams())
+    net.update(net_overrides)
+    ids = list(range(1, categories + 1))
+    names = [str(i) for i in ids]
+    return VisTRLitModule(net=net, category_ids=ids, category_names=names, **default_hparams())
 
 
 def test_init_from_torchvision_imagenet_resnet(tmp_path):
@@ -119,6 +122,45 @@ def test_init_from_a_lightning_checkpoint(tmp_path):
     initialize_from(target, path)
     for (name, expected), got in zip(source.model.state_dict().items(), target.model.state_dict().values()):
         assert torch.equal(expected, got), name
+
+
+def test_a_detector_start_takes_backbone_transformer_and_box_head_only(tmp_path):
+    """paper_small's start: trained with the dot-product head, T = 2 and 3 classes; loaded into the paper's
+    head at T = 4 with 2 classes (model.init_scope=detector), as main.py loads a DETR."""
+    source = _tiny_module(categories=3, mask_fusion="dot_product")
+    path = tmp_path / "start.ckpt"
+    save_lightning_checkpoint(source, path)
+    target = _tiny_module(num_frames=4)
+    fresh = {k: v.clone() for k, v in target.model.state_dict().items()}
+    report = initialize_from(target, path, scope="detector")
+
+    loaded = target.model.state_dict()
+    for key in report.loaded:
+        assert torch.equal(loaded[key], source.model.state_dict()[key]), key
+    parts = ("backbone.", "input_proj.", "transformer.", "bbox_embed.")
+    detector = {k for k in loaded if k.startswith(parts)}
+    assert set(report.loaded) == detector
+    assert {"class_embed.weight", "query_embed.weight"} <= set(report.initialized)
+    assert any(k.startswith("mask_head.") for k in report.initialized)
+    assert any(k.startswith("mask_extension.") for k in report.ignored)  # the start's own head
+    for key in report.initialized:
+        assert torch.equal(loaded[key], fresh[key]), key
+
+
+def test_a_detector_start_of_another_width_names_the_mis_shaped_keys(tmp_path):
+    path = tmp_path / "start.ckpt"
+    save_lightning_checkpoint(_tiny_module(hidden_dim=96), path)
+    with pytest.raises(CheckpointError, match="detector start.*transformer.encoder.layers.0.*\\[96"):
+        initialize_from(_tiny_module(), path, scope="detector")
+
+
+def test_a_detector_scope_needs_a_lightning_checkpoint(tmp_path):
+    path = tmp_path / "resnet18.pth"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
+    with pytest.raises(CheckpointError, match="init_scope=detector takes a Lightning checkpoint"):
+        initialize_from(_tiny_module(), path, scope="detector")
+    with pytest.raises(ValueError, match="init_scope must be one of"):
+        initialize_from(_tiny_module(), path, scope="heads")
 
 
 def test_init_from_a_missing_file(tmp_path):

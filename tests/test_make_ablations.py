@@ -38,6 +38,8 @@ def test_make_ablations_is_the_gpu_ddp_sweep_and_the_cpu_table_is_paper_small(tm
     cpu = run_make("ablations-cpu", tmp_path, "--dry-run").stdout
     assert "preset=paper_small" in cpu and "seed=1,2,3" in cpu and "require_gpu" not in cpu
     assert "scripts/ablation_table.py" in cpu
+    forced = run_make("ablations-cpu", tmp_path, "--dry-run", "-B").stdout  # as on a fresh clone
+    assert forced.index("+experiment=paper_small_start") < forced.index("preset=paper_small seed=1,2,3")
 
 
 def test_the_gpu_sweep_composes():

@@ -73,3 +73,22 @@ def test_paper_small_composes_with_each_ablation(name):
 
 def test_the_clip_ablation_is_18_at_paper_size():
     assert compose_train(["+experiment=ablate_clip18"]).model.net.num_frames == 18
+
+
+def test_paper_small_starts_from_its_detector_start_which_fits_it():
+    from vistr_lit.convert_checkpoint import DETECTOR_PARTS
+    from vistr_lit.models import build_vistr
+
+    small_cfg = compose_train(["+experiment=ablate_baseline", "preset=paper_small"])
+    assert small_cfg.model.init_scope == "detector"
+    init_from = OmegaConf.to_container(small_cfg.model)["init_from"]  # unresolved: paths need Hydra's runtime
+    assert init_from == "${paths.log_dir}/starts/paper_small/checkpoints/last.ckpt"
+    states = []
+    for cfg in (compose_train(["+experiment=paper_small_start"]), small_cfg):
+        net = OmegaConf.to_container(cfg.model.net, resolve=True)
+        net.pop("pretrained_backbone", None)
+        states.append(build_vistr(num_classes=3, **net).state_dict())
+    start, small = states
+    detector = [k for k in small if k.startswith(DETECTOR_PARTS)]
+    assert any(k.startswith("transformer.encoder.layers.5.") for k in detector)
+    assert [k for k in detector if k not in start or start[k].shape != small[k].shape] == []

@@ -48,7 +48,7 @@ def torch_home(tmp_path, monkeypatch) -> Path:
 
 
 @pytest.mark.parametrize("row", PAPER_ROWS)
-def test_every_paper_row_starts_from_the_cached_imagenet_backbone(row, torch_home, monkeypatch):
+def test_every_paper_row_starts_from_the_cached_imagenet_backbone(row, torch_home, monkeypatch, tmp_path):
     weights = ROW_WEIGHTS.get(row, torchvision.models.ResNet50_Weights.IMAGENET1K_V1)
     path = cached(weights, torch_home)
     path.parent.mkdir(parents=True)
@@ -59,8 +59,24 @@ def test_every_paper_row_starts_from_the_cached_imagenet_backbone(row, torch_hom
     start = prepare_start(cfg)
     assert (start.kind, start.path) == ("torchvision", path)
     # the authors' DETR, when given, wins and needs no ImageNet file
-    detr = compose_train([f"+experiment={row}", "model.init_from=/data/384_coco_r50.pth"])
+    detr_file = tmp_path / "384_coco_r50.pth"
+    detr_file.write_bytes(b"stand-in")
+    detr = compose_train([f"+experiment={row}", f"model.init_from={detr_file}"])
     assert prepare_start(detr).kind == "init_from"
+
+
+def test_paper_small_without_its_start_stops_before_any_work(monkeypatch, tmp_path):
+    cfg = compose_train(
+        ["+experiment=ablate_baseline", "preset=paper_small", f"paths.log_dir={tmp_path / 'outputs'}"]
+    )
+    assert cfg.model.init_scope == "detector"
+
+    def reached(*args, **kwargs):
+        raise AssertionError("data was built before the start was checked")
+
+    monkeypatch.setattr("vistr_lit.train.build_datamodule", reached)
+    with pytest.raises(PretrainedWeightsError, match="no such file .*paper_small.*make paper-small-start"):
+        run_training(cfg, tmp_path / "run")
 
 
 def test_no_file_and_no_network_stops_before_any_work(torch_home, monkeypatch, tmp_path):

@@ -88,13 +88,25 @@ def _is_torchvision_resnet(sd: dict) -> bool:
     return "conv1.weight" in sd and "layer1.0.conv1.weight" in sd
 
 
-def initialize_from(module: VisTRLitModule, path: str | Path) -> ImportReport:
+# What a detector start gives (``model.init_scope=detector``): the parts of a DETR that the original main.py
+# carries over into VisTR. The class head, the queries and the mask head keep the model's initialization.
+DETECTOR_PARTS = ("backbone.", "input_proj.", "transformer.", "bbox_embed.")
+INIT_SCOPES = ("all", "detector")
+
+
+def initialize_from(module: VisTRLitModule, path: str | Path, scope: str = "all") -> ImportReport:
     """Initialize ``module.model`` from ``path`` (``model.init_from``), recognising the file's kind:
 
     - a Lightning checkpoint of this project: every ``model.`` weight, strictly (fine-tuning, other data);
     - a torchvision ImageNet ResNet (``resnet50-*.pth``): the backbone, strictly (the classifier ignored);
     - an authors' DETR or VisTR file: as the original main.py (class head and queries re-initialized).
+
+    ``scope="detector"`` (``model.init_scope``) takes from a Lightning checkpoint only ``DETECTOR_PARTS``,
+    each of the model's keys there strictly, as main.py takes a DETR: a start trained with another head,
+    another clip length or other classes (``experiment=paper_small_start``).
     """
+    if scope not in INIT_SCOPES:
+        raise ValueError(f"model.init_scope must be one of {INIT_SCOPES}, got {scope!r}")
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"model.init_from: no such file {path}")
@@ -102,13 +114,42 @@ def initialize_from(module: VisTRLitModule, path: str | Path) -> ImportReport:
     if _is_lightning_checkpoint(raw):
         prefix = "model."
         sd = {k[len(prefix) :]: v for k, v in raw["state_dict"].items() if k.startswith(prefix)}
+        if scope == "detector":
+            return _load_detector(module.model, sd, str(path))
         return _load_strict(module.model, sd, str(path))
+    if scope != "all":
+        raise CheckpointError(
+            f"model.init_scope={scope} takes a Lightning checkpoint of this project; {path} is not one "
+            "(an authors' DETR file is already loaded as a detector start with the default scope)"
+        )
     sd = load_checkpoint_file(path)
     if _is_torchvision_resnet(sd):
         backbone = module.hparams.net.get("backbone")
         loaded = load_torchvision_backbone(module.model, sd, str(path), backbone)
         return ImportReport(loaded=loaded, ignored=sorted(k for k in sd if k.startswith(RESNET_CLASSIFIER)))
     return init_from_detr(module.model, sd)
+
+
+def _load_detector(model: torch.nn.Module, sd: dict, source: str) -> ImportReport:
+    """``DETECTOR_PARTS`` of ``sd`` into ``model``: each of the model's keys there must be in ``sd`` with its
+    shape; everything else in ``sd`` is ignored and the rest of the model keeps its initialization."""
+    expected = {k: v for k, v in model.state_dict().items() if k.startswith(DETECTOR_PARTS)}
+    missing = sorted(set(expected) - set(sd))
+    shapes = sorted(
+        f"{k}: {list(sd[k].shape)} vs {list(v.shape)}"
+        for k, v in expected.items()
+        if k in sd and sd[k].shape != v.shape
+    )
+    if missing or shapes:
+        raise CheckpointError(
+            f"{source} does not fit the model as a detector start (model.init_scope=detector): "
+            f"missing {missing}, mis-shaped {shapes}"
+        )
+    loaded = {k: sd[k] for k in expected}
+    result = model.load_state_dict(loaded, strict=False)
+    return ImportReport(
+        loaded=sorted(loaded), initialized=sorted(result.missing_keys), ignored=sorted(set(sd) - set(loaded))
+    )
 
 
 def _load_strict(model: torch.nn.Module, sd: dict, source: str) -> ImportReport:

@@ -57,10 +57,10 @@ def prepare_start(cfg: DictConfig) -> Start | None:
 
 def module_arguments(cfg: DictConfig) -> dict:
     """``VisTRLitModule`` keyword arguments from ``cfg.model``, less the categories (the data's) and the
-    start (``init_from``, ``allow_random_frozen_bn``, ``net.pretrained_backbone``: weights loaded after
-    building, never stored as hyper-parameters)."""
+    start (``init_from``, ``init_scope``, ``allow_random_frozen_bn``, ``net.pretrained_backbone``: weights
+    loaded after building, never stored as hyper-parameters)."""
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
-    for key in ("init_from", "allow_random_frozen_bn"):
+    for key in ("init_from", "init_scope", "allow_random_frozen_bn"):
         model_cfg.pop(key, None)
     model_cfg["net"].pop("pretrained_backbone", None)
     target = model_cfg.pop("_target_")
@@ -86,7 +86,7 @@ def build_module(
 
         read_checkpoint(init_from, key="model.init_from")  # a clear error for a file that is no checkpoint
 
-        report = initialize_from(module, init_from)
+        report = initialize_from(module, init_from, cfg.model.init_scope)
         log.info("initialized from %s: %s", init_from, report)
     elif start is not None and start.kind == "torchvision":
         load_torchvision_file(module.model, start.path, model_cfg["net"]["backbone"])

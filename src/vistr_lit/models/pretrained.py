@@ -120,9 +120,15 @@ def resolve_start(net: dict, init_from: str | None, allow_random_frozen_bn: bool
         init_from: a user's weights file (``model.init_from``); it wins over the ImageNet backbone.
         allow_random_frozen_bn: accept a randomly initialized backbone with frozen batch norm.
     Raises:
-        PretrainedWeightsError: see ``fetch_torchvision_weights``; or a random frozen-BN backbone not allowed.
+        PretrainedWeightsError: see ``fetch_torchvision_weights``; ``init_from`` not a file; or a random
+            frozen-BN backbone not allowed.
     """
     if init_from is not None:
+        if not Path(init_from).is_file():
+            raise PretrainedWeightsError(
+                f"model.init_from: no such file {init_from} (preset=paper_small's start is made by "
+                "`make paper-small-start`; other starts: docs/ablations.md)"
+            )
         return Start("init_from", Path(init_from), f"model.init_from={init_from}")
     backbone, weights_name = net.get("backbone", "resnet50"), net.get("pretrained_backbone")
     if weights_name not in NO_WEIGHTS:
