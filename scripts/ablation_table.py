@@ -1,12 +1,14 @@
 """Turn finished training runs into the paper-style ablation table (Markdown).
 
-    python scripts/ablation_table.py RUNS_DIR [--baseline ablate_baseline] [--out table.md] [--[no-]wandb]
+    python scripts/ablation_table.py RUNS_DIR [RUNS_DIR ...] [--baseline ablate_baseline] [--out table.md]
+                                     [--[no-]wandb]
 
 Every directory under RUNS_DIR (any depth) that holds ``metrics.json`` and ``.hydra/config.yaml`` is one
 run; runs are grouped by ``experiment_name`` and summarised over their seeds as mean ± sample std of
 ``val/AP``, ``val/AP50`` and ``val/AP75`` (in AP points, ×100), with ΔAP against the baseline's mean. Given
 a folder of Hydra sweeps (e.g. ``multirun/``), the newest sweep is read. ``make ablations`` runs ``python -m
 vistr_lit.train --multirun '+experiment=glob(ablate_*)' seed=1,2`` and then this script on ``multirun``.
+Several RUNS_DIRs (sweeps run side by side, e.g. one per core) make one table; a run found twice is an error.
 
 When the runs logged to W&B (``logger=wandb``; or ``--wandb``), the table is also logged as a W&B table
 ``ablation_table`` in the sweep's group (``sweep-<sweep dir name>``, where the runs are), offline unless the
@@ -137,7 +139,9 @@ def log_wandb_table(sweep: Path, runs: dict[str, list[dict]], baseline: str, set
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runs_dir", type=Path, help="a multirun directory (or any folder of training runs)")
+    parser.add_argument(
+        "runs_dirs", type=Path, nargs="+", help="multirun directories (or any folders of training runs)"
+    )
     parser.add_argument("--baseline", default="ablate_baseline", help="experiment_name of the reference row")
     parser.add_argument("--out", type=Path, default=None, help="also write the table to this file")
     parser.add_argument(
@@ -147,13 +151,24 @@ def main(argv: list[str] | None = None) -> int:
         help="log the table to W&B (default: when the runs did)",
     )
     args = parser.parse_args(argv)
-    if not args.runs_dir.is_dir():
-        parser.error(f"{args.runs_dir} is not a directory")
-    sweep = latest_sweep(args.runs_dir)
-    print(f"runs from {sweep}", file=sys.stderr)
-    runs = read_runs(sweep)
+    runs: dict[str, list[dict]] = defaultdict(list)
+    sweeps = []
+    for runs_dir in args.runs_dirs:
+        if not runs_dir.is_dir():
+            parser.error(f"{runs_dir} is not a directory")
+        sweeps.append(latest_sweep(runs_dir))
+        print(f"runs from {sweeps[-1]}", file=sys.stderr)
+        for name, group in read_runs(sweeps[-1]).items():
+            runs[name] += group
+    for name, group in runs.items():
+        seeds = [r["seed"] for r in group]
+        twice = sorted({s for s in seeds if seeds.count(s) > 1})
+        if twice:
+            dirs = [str(r["dir"]) for r in group if r["seed"] in twice]
+            parser.error(f"{name} seed {twice} found more than once: {dirs}")
     if not runs:
-        parser.error(f"no finished run (metrics.json) under {args.runs_dir}")
+        parser.error(f"no finished run (metrics.json) under {' '.join(map(str, args.runs_dirs))}")
+    sweep = sweeps[0]
     table = ablation_table(runs, args.baseline)
     print(table, end="")
     if args.out is not None:
