@@ -145,6 +145,10 @@ def test_a_detector_start_takes_backbone_transformer_and_box_head_only(tmp_path)
     assert any(k.startswith("mask_extension.") for k in report.ignored)  # the start's own head
     for key in report.initialized:
         assert torch.equal(loaded[key], fresh[key]), key
+    summary = report.summary()  # what train.py logs
+    loaded_parts = "(backbone, bbox_embed, input_proj, transformer); "
+    assert summary.startswith(f"{len(report.loaded)} loaded {loaded_parts}")
+    assert "class_embed" in summary and "mask_extension" in summary
 
 
 def test_a_detector_start_of_another_width_names_the_mis_shaped_keys(tmp_path):

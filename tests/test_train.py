@@ -2,6 +2,7 @@
 
 import csv
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -53,6 +54,21 @@ def test_fast_dev_run_writes_config_and_metrics(run, synthvis_params):
     assert json.loads((out / "metrics.json").read_text()) == metrics
     resolved = (out / "config_resolved.yaml").read_text()
     assert "${" not in resolved and str(out) in resolved
+
+
+def test_training_from_a_detector_start_of_another_head(run, caplog):
+    """paper_small's path: a start trained with the dot-product head, loaded by a run of the paper's head
+    with model.init_scope=detector (backbone, input projection, transformer and box head)."""
+    _, start_out = run(["trainer.max_steps=1", "logger=none", "final_eval=false"], name="start")
+    ckpt = start_out / "checkpoints" / "last.ckpt"
+    overrides = [f"model.init_from={ckpt}", "model.init_scope=detector", "trainer.max_steps=1"]
+    overrides += ["model/mask_head=attention", "~model.net.mask_classifier", "~model.net.mask_coords"]
+    with caplog.at_level(logging.INFO, logger="vistr_lit.train"):
+        run([*overrides, "logger=none", "final_eval=false"], name="paper_head")
+    line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("initialized from"))
+    assert "loaded (backbone, bbox_embed, input_proj, transformer)" in line
+    assert "initialized (" in line and "class_embed" in line and "mask_head" in line
+    assert "ignored (" in line and "mask_extension" in line  # the start's dot-product head
 
 
 def test_eval_writes_statistics_results_and_codalab_zip(run, synthvis_root):

@@ -87,7 +87,7 @@ def build_module(
         read_checkpoint(init_from, key="model.init_from")  # a clear error for a file that is no checkpoint
 
         report = initialize_from(module, init_from, cfg.model.init_scope)
-        log.info("initialized from %s: %s", init_from, report)
+        log.info("initialized from %s: %s", init_from, report.summary())
     elif start is not None and start.kind == "torchvision":
         load_torchvision_file(module.model, start.path, model_cfg["net"]["backbone"])
         log.info("initialized the backbone from %s", start.description)

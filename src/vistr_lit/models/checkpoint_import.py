@@ -84,6 +84,15 @@ class ImportReport:
     initialized: list[str] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
 
+    def summary(self) -> str:
+        """One line for a log: per list its count and the top-level modules its keys belong to."""
+
+        def modules(keys: list[str]) -> str:
+            return ", ".join(sorted({k.split(".")[0] for k in keys}))
+
+        parts = [f"{len(keys)} {name} ({modules(keys)})" for name, keys in self.__dict__.items() if keys]
+        return "; ".join(parts) or "nothing"
+
 
 def load_checkpoint_file(path: str | PathLike) -> StateDict:
     """Read a checkpoint safely (``weights_only=True``; the authors' ``args`` Namespace is allow-listed).
