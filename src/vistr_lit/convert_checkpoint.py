@@ -28,6 +28,7 @@ from vistr_lit.models.checkpoint_import import (
     convert_vistr_state_dict,
     init_from_detr,
     load_checkpoint_file,
+    state_dict_mismatches,
 )
 from vistr_lit.models.pretrained import RESNET_CLASSIFIER, load_torchvision_backbone
 
@@ -133,22 +134,17 @@ def initialize_from(module: VisTRLitModule, path: str | Path, scope: str = "all"
 def _load_detector(model: torch.nn.Module, sd: dict, source: str) -> ImportReport:
     """``DETECTOR_PARTS`` of ``sd`` into ``model``: each of the model's keys there must be in ``sd`` with its
     shape; everything else in ``sd`` is ignored and the rest of the model keeps its initialization."""
-    expected = {k: v for k, v in model.state_dict().items() if k.startswith(DETECTOR_PARTS)}
-    missing = sorted(set(expected) - set(sd))
-    shapes = sorted(
-        f"{k}: {list(sd[k].shape)} vs {list(v.shape)}"
-        for k, v in expected.items()
-        if k in sd and sd[k].shape != v.shape
-    )
+    given = {k: v for k, v in sd.items() if k.startswith(DETECTOR_PARTS)}
+    missing, _, shapes = state_dict_mismatches(model, given, ())
+    missing = [k for k in missing if k.startswith(DETECTOR_PARTS)]  # the rest of the model starts fresh
     if missing or shapes:
         raise CheckpointError(
             f"{source} does not fit the model as a detector start (model.init_scope=detector): "
             f"missing {missing}, mis-shaped {shapes}"
         )
-    loaded = {k: sd[k] for k in expected}
-    result = model.load_state_dict(loaded, strict=False)
+    result = model.load_state_dict(given, strict=False)
     return ImportReport(
-        loaded=sorted(loaded), initialized=sorted(result.missing_keys), ignored=sorted(set(sd) - set(loaded))
+        loaded=sorted(given), initialized=sorted(result.missing_keys), ignored=sorted(set(sd) - set(given))
     )
 
 

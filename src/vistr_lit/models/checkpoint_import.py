@@ -244,7 +244,9 @@ def convert_vistr_state_dict(
     return ours, infer_build_kwargs(ours, num_instances, source) | {"num_classes": len(ids)}
 
 
-def _mismatches(model: nn.Module, sd: StateDict, skip: tuple[str, ...]) -> tuple[list, list, list]:
+def state_dict_mismatches(model: nn.Module, sd: StateDict, skip: tuple[str, ...]) -> tuple[list, list, list]:
+    """Keys of ``model`` missing from ``sd``, keys of ``sd`` the model lacks, and ``"key: file [..] vs model
+    [..]"`` for mis-shaped ones; keys starting with a ``skip`` prefix are left out on both sides."""
     expected = {k: v for k, v in model.state_dict().items() if not k.startswith(skip)}
     given = {k: v for k, v in sd.items() if not k.startswith(skip)}
     missing = sorted(set(expected) - set(given))
@@ -292,7 +294,7 @@ def load_vistr_checkpoint(
             sd, category_ids=category_ids, num_instances=num_instances, source=source, keep_unused=keep_unused
         )
     fresh = sorted(k for k in model.state_dict() if k.startswith(TRAINING_ONLY) and k not in sd)
-    missing, unexpected, shapes = _mismatches(model, sd, ())
+    missing, unexpected, shapes = state_dict_mismatches(model, sd, ())
     _raise_if_mismatched(source, [k for k in missing if k not in fresh], unexpected, shapes)
     model.load_state_dict(sd, strict=not fresh)
     return ImportReport(loaded=sorted(sd), initialized=fresh)
@@ -310,7 +312,7 @@ def init_from_detr(model: nn.Module, path_or_sd: str | PathLike | dict) -> Impor
     sd, source = _resolve(path_or_sd)
     sd = rename_author_keys(sd, source)
     ignored = sorted(k for k in sd if k.startswith(DETR_ONLY + DETR_INIT_FRESH))
-    _raise_if_mismatched(source, *_mismatches(model, sd, DETR_ONLY + DETR_INIT_FRESH))
+    _raise_if_mismatched(source, *state_dict_mismatches(model, sd, DETR_ONLY + DETR_INIT_FRESH))
     loaded = {k: v for k, v in sd.items() if k not in ignored}
     result = model.load_state_dict(loaded, strict=False)
     assert not result.unexpected_keys, result.unexpected_keys  # guaranteed by the check above
