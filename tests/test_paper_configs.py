@@ -54,6 +54,7 @@ def test_paper_small_keeps_every_ablated_choice_of_the_paper():
         "sequence",
     )
     assert net.enc_layers == 6 and cfg.clip.len == net.num_frames == 8
+    assert net.attention_map_scale == "cells"  # the paper's head, its fresh maps started at a usable scale
     assert net.backbone_norm == "batch" and net.pretrained_backbone is None  # from scratch, BN trained
     assert cfg.trainer.max_time is None and cfg.trainer.max_epochs > 0  # bounded by epochs, not the clock
 

@@ -262,3 +262,18 @@ def test_attention_map_scale_reaches_the_mask_branch_and_changes_the_masks():
         a, b = original(frames), scaled(frames)
     torch.testing.assert_close(a["pred_logits"], b["pred_logits"])
     assert not torch.allclose(a["pred_masks"], b["pred_masks"])
+
+
+def test_cells_scale_is_the_paper_head_with_its_map_weights_times_the_cells():
+    """On unpadded frames of one size, ``attention_map_scale="cells"`` is the paper's head whose ``lay1``
+    weights on the attention-map channels are h·w times larger: a start of the same network, not a new one."""
+    original, scaled = tiny_vistr(), tiny_vistr(attention_map_scale="cells")
+    scaled.load_state_dict(original.state_dict())
+    frames = torch.randn(1, 3, 3, 64, 96)
+    cells = (64 // 32) * (96 // 32)  # the memory's h·w at layer4's stride
+    with torch.no_grad():
+        out, paper = scaled(frames), original(frames)
+        original.mask_head.lay1.weight[:, TINY["hidden_dim"] :] *= cells
+        reference = original(frames)
+    torch.testing.assert_close(out["pred_masks"], reference["pred_masks"], rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(out["pred_masks"], paper["pred_masks"], atol=1e-3)
