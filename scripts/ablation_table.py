@@ -5,7 +5,8 @@
 
 Every directory under RUNS_DIR (any depth) that holds ``metrics.json`` and ``.hydra/config.yaml`` is one
 run; runs are grouped by ``experiment_name`` and summarised over their seeds as mean ± sample std of
-``val/AP``, ``val/AP50`` and ``val/AP75`` (in AP points, ×100), with ΔAP against the baseline's mean. Given
+``val/AP``, ``val/AP50`` and ``val/AP75`` (in AP points, ×100), with ΔAP against the baseline's mean and
+against the baseline's run of the same seed (mean ± std, and in how many seeds the row is lower). Given
 a folder of Hydra sweeps (e.g. ``multirun/``), the newest sweep is read. ``make ablations`` runs ``python -m
 vistr_lit.train --multirun '+experiment=glob(ablate_*)' seed=1,2`` and then this script on ``multirun``.
 Several RUNS_DIRs (sweeps run side by side, e.g. one per core) make one table; a run found twice is an error.
@@ -67,21 +68,40 @@ def format_cell(values: list[float]) -> str:
     return f"{mean:.1f}" if std is None else f"{mean:.1f} ± {std:.1f}"
 
 
+def same_seed_deltas(group: list[dict], base: list[dict]) -> list[float]:
+    """AP − the baseline's AP at the same seed (AP points), over the seeds both ran: the runs of one seed
+    share their start, data order and initialization, so these differences hold less of the seed noise."""
+    base_ap = {r["seed"]: r["metrics"]["val/AP"] * POINTS for r in base}
+    return [r["metrics"]["val/AP"] * POINTS - base_ap[r["seed"]] for r in group if r["seed"] in base_ap]
+
+
+def format_same_seed(deltas: list[float]) -> str:
+    """``-1.7 ± 1.1, 3/3 lower``: mean ± std of the same-seed differences and how many are negative."""
+    if not deltas:
+        return "—"
+    mean, std = mean_std(deltas)
+    lower = f"{sum(d < 0 for d in deltas)}/{len(deltas)} lower"
+    return f"{mean:+.1f}, {lower}" if std is None else f"{mean:+.1f} ± {std:.1f}, {lower}"
+
+
 def ablation_table(runs: dict[str, list[dict]], baseline: str) -> str:
-    """Markdown: baseline first, then the other experiments by name; ΔAP = mean AP − baseline mean AP."""
+    """Markdown: baseline first, then the other experiments by name; ΔAP = mean AP − baseline mean AP; the
+    same-seed column pairs each run with the baseline's run of its seed (``same_seed_deltas``)."""
     if baseline not in runs:
         raise KeyError(f"baseline experiment {baseline!r} has no finished run (found: {sorted(runs)})")
     base_ap = mean_std([r["metrics"]["val/AP"] * POINTS for r in runs[baseline]])[0]
-    header = "| experiment | seeds | AP | ΔAP | AP50 | AP75 |"
-    lines = [header, "|---|---|---|---|---|---|"]
+    header = "| experiment | seeds | AP | ΔAP | ΔAP same seed | AP50 | AP75 |"
+    lines = [header, "|---|---|---|---|---|---|---|"]
     for name in [baseline] + sorted(set(runs) - {baseline}):
         group = runs[name]
         seeds = ",".join(str(s) for s in sorted(r["seed"] for r in group))
         cells = {c: format_cell([r["metrics"][c] for r in group]) for c in COLUMNS}
         ap = mean_std([r["metrics"]["val/AP"] * POINTS for r in group])[0]
         delta = "—" if name == baseline else f"{ap - base_ap:+.1f}"
+        paired = "—" if name == baseline else format_same_seed(same_seed_deltas(group, runs[baseline]))
         lines.append(
-            f"| {name} | {seeds} | {cells['val/AP']} | {delta} | {cells['val/AP50']} | {cells['val/AP75']} |"
+            f"| {name} | {seeds} | {cells['val/AP']} | {delta} | {paired} | {cells['val/AP50']} "
+            f"| {cells['val/AP75']} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -92,7 +112,7 @@ def table_rows(runs: dict[str, list[dict]], baseline: str) -> tuple[list[str], l
     columns = ["experiment", "seeds"]
     for c in COLUMNS:
         columns += [f"{c} mean", f"{c} std"]
-    columns.append("ΔAP")
+    columns += ["ΔAP", "ΔAP same seed mean", "ΔAP same seed std"]
     rows = []
     for name in [baseline] + sorted(set(runs) - {baseline}):
         group = runs[name]
@@ -100,6 +120,8 @@ def table_rows(runs: dict[str, list[dict]], baseline: str) -> tuple[list[str], l
         for c in COLUMNS:
             row += list(mean_std([r["metrics"][c] * POINTS for r in group]))
         row.append(row[2] - base_ap)
+        deltas = [] if name == baseline else same_seed_deltas(group, runs[baseline])
+        row += list(mean_std(deltas)) if deltas else [None, None]
         rows.append(row)
     return columns, rows
 

@@ -32,7 +32,20 @@ def test_sweeps_run_side_by_side_make_one_table(tmp_path):
     assert proc.returncode == 0, proc.stderr
     rows = {line.split("|")[1].strip(): line.split("|")[2:-1] for line in proc.stdout.splitlines()[2:]}
     assert [c.strip() for c in rows["ablate_baseline"][:3]] == ["1,2,3", "20.0 ± 10.0", "—"]
-    assert [c.strip() for c in rows["ablate_perframe_match"][:3]] == ["1", "5.0", "-15.0"]
+    assert [c.strip() for c in rows["ablate_perframe_match"][:4]] == ["1", "5.0", "-15.0", "-5.0, 1/1 lower"]
+
+
+def test_same_seed_column_pairs_each_run_with_the_baselines_run_of_its_seed(tmp_path):
+    for seed, (base, ablated) in enumerate([(0.30, 0.10), (0.10, 0.05), (0.20, 0.25)], start=1):
+        fake_run(tmp_path, "ablate_baseline", seed, base)
+        fake_run(tmp_path, "ablate_enc3", seed, ablated)
+    fake_run(tmp_path, "ablate_clip18", 4, 0.01)  # no baseline run of seed 4: nothing to pair
+    proc = table(tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    rows = {line.split("|")[1].strip(): line.split("|")[2:-1] for line in proc.stdout.splitlines()[2:]}
+    assert [c.strip() for c in rows["ablate_enc3"][2:4]] == ["-6.7", "-6.7 ± 12.6, 2/3 lower"]
+    assert [c.strip() for c in rows["ablate_clip18"][2:4]] == ["-19.0", "—"]
+    assert rows["ablate_baseline"][3].strip() == "—"
 
 
 def test_a_run_found_twice_is_an_error(tmp_path):

@@ -75,12 +75,14 @@ def test_the_ablation_table_is_logged_as_a_wandb_table_offline(tmp_path, capsys,
     fake_run(sweep, "1_ablate_baseline_seed2", "ablate_baseline", 2, 0.30)
     fake_run(sweep, "2_ablate_enc3_seed1", "ablate_enc3", 1, 0.25)
     assert load_script("ablation_table").main([str(tmp_path / "multirun")]) == 0
-    assert "| ablate_enc3 | 1 | 25.0 | -10.0 |" in capsys.readouterr().out
+    assert "| ablate_enc3 | 1 | 25.0 | -10.0 | -15.0, 1/1 lower |" in capsys.readouterr().out
     (run_dir,) = (sweep / "wandb").glob("offline-run-*")
     (table_file,) = run_dir.glob("files/media/table/ablation_table_*.table.json")
     table = json.loads(table_file.read_text())
-    assert table["columns"][:3] == ["experiment", "seeds", "val/AP mean"] and table["columns"][-1] == "ΔAP"
+    assert table["columns"][:3] == ["experiment", "seeds", "val/AP mean"] and table["columns"][-3] == "ΔAP"
     rows = {row[0]: row for row in table["data"]}
-    assert rows["ablate_baseline"][2] == 35.0 and round(rows["ablate_enc3"][-1], 6) == -10.0
+    assert rows["ablate_baseline"][2] == 35.0 and round(rows["ablate_enc3"][-3], 6) == -10.0
+    assert table["columns"][-2:] == ["ΔAP same seed mean", "ΔAP same seed std"]
+    assert round(rows["ablate_enc3"][-2], 6) == -15.0 and rows["ablate_enc3"][-1] is None  # one shared seed
     assert sweep_group(sweep) == "sweep-2026-12-04_22-00-00"
     assert [kwargs["group"] for kwargs in inits] == ["sweep-2026-12-04_22-00-00"]  # the runs' group
