@@ -151,6 +151,21 @@ def test_a_detector_start_takes_backbone_transformer_and_box_head_only(tmp_path)
     assert "class_embed" in summary and "mask_extension" in summary
 
 
+def test_a_detector_start_into_fewer_encoder_layers_names_the_layers_left_out(tmp_path):
+    """ablate_enc3 from a 6-layer start: the first layers load, the others are reported as ignored."""
+    path = tmp_path / "start.ckpt"
+    source = _tiny_module(enc_layers=2)
+    save_lightning_checkpoint(source, path)
+    target = _tiny_module(enc_layers=1)
+    report = initialize_from(target, path, scope="detector")
+    layer_1 = {k for k in source.model.state_dict() if k.startswith("transformer.encoder.layers.1.")}
+    assert layer_1 and layer_1 <= set(report.ignored) and not layer_1 & set(report.loaded)
+    assert set(report.loaded) <= set(target.model.state_dict())
+    state = target.model.state_dict()
+    for key in (k for k in report.loaded if k.startswith("transformer.encoder.layers.0.")):
+        assert torch.equal(state[key], source.model.state_dict()[key]), key
+
+
 def test_a_detector_start_of_another_width_names_the_mis_shaped_keys(tmp_path):
     path = tmp_path / "start.ckpt"
     save_lightning_checkpoint(_tiny_module(hidden_dim=96), path)

@@ -143,8 +143,11 @@ def _load_detector(model: torch.nn.Module, sd: dict, source: str) -> ImportRepor
             f"missing {missing}, mis-shaped {shapes}"
         )
     result = model.load_state_dict(given, strict=False)
+    unused = set(result.unexpected_keys)  # detector keys the model has no place for (e.g. encoder layers 4-6)
     return ImportReport(
-        loaded=sorted(given), initialized=sorted(result.missing_keys), ignored=sorted(set(sd) - set(given))
+        loaded=sorted(set(given) - unused),
+        initialized=sorted(result.missing_keys),
+        ignored=sorted(set(sd) - set(given) | unused),
     )
 
 
