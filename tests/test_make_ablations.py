@@ -44,7 +44,8 @@ def test_make_ablations_is_the_gpu_ddp_sweep_and_the_cpu_table_is_paper_small(tm
 
 def test_make_ablations_cpu_runs_every_ablation_and_seed_once_and_tables_every_sweep(tmp_path):
     """The two one-core sweeps together are baseline + the 4 ablations x seeds 1,2,3, each run once."""
-    lines = [shlex.split(line) for line in run_make("ablations-cpu", tmp_path, "--dry-run").stdout.splitlines()]
+    dry_run = run_make("ablations-cpu", tmp_path, "--dry-run").stdout
+    lines = [shlex.split(line) for line in dry_run.splitlines()]
     sweeps = [argv for argv in lines if argv[1:4] == ["-m", "vistr_lit.train", "--multirun"]]
     runs, sweep_dirs = [], []
     for argv in sweeps:
