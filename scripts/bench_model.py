@@ -40,15 +40,18 @@ MODULES = (
 )
 DTYPES = {"fp32": None, "bf16": torch.bfloat16}
 # variant -> (apply_lean keyword arguments, dtype); checkpointing does nothing without autograd
+LEAN_ALL = {"checkpoint": ("backbone", "encoder", "mask_head"), "mask_head_chunk": 1, "fold_frozen_bn": True}
 LEAN_VARIANTS = {
     "plain-tvdcn": ({}, "fp32"),  # the plain path before the sampled DCN: torchvision's CPU deform_conv2d
     "plain": ({}, "fp32"),
     "bf16": ({}, "bf16"),
+    "bf16+fold": ({"fold_frozen_bn": True}, "bf16"),
     "chunk-1": ({"mask_head_chunk": 1}, "fp32"),
     "chunk-2": ({"mask_head_chunk": 2}, "fp32"),
     "chunk-5": ({"mask_head_chunk": 5}, "fp32"),
-    "lean": ({"checkpoint": ("backbone", "encoder", "mask_head"), "mask_head_chunk": 1}, "fp32"),
-    "lean+bf16": ({"checkpoint": ("backbone", "encoder", "mask_head"), "mask_head_chunk": 1}, "bf16"),
+    "fold": ({"fold_frozen_bn": True}, "fp32"),
+    "lean": (LEAN_ALL, "fp32"),
+    "lean+bf16": (LEAN_ALL, "bf16"),
 }
 TORCHVISION_DCN_VARIANTS = {"plain-tvdcn"}
 KIB = 1024

@@ -22,7 +22,12 @@ EXPECTED = {
     "vistr_r101": {"model.net.backbone": "resnet101"},
 }
 # the paper rows train lean (exact: docs/paper-scale.md)
-LEAN = {"model.lean.checkpoint": ["backbone", "encoder", "mask_head"], "model.lean.mask_head_chunk": 1}
+LEAN = {
+    "model.lean.checkpoint": ["backbone", "encoder", "mask_head"],
+    "model.lean.mask_head_chunk": 1,
+    "model.lean.fold_frozen_bn": True,
+}
+PLAIN = {"checkpoint": [], "mask_head_chunk": None, "fold_frozen_bn": False}
 for _row in ("vistr_r50", "vistr_r101"):
     EXPECTED[_row] = {**EXPECTED[_row], **LEAN}
 DATA_CHANGES = {"vistr_r50": "ytvis2019", "vistr_r101": "ytvis2019"}
@@ -72,10 +77,10 @@ def test_experiment_changes_exactly_what_it_says(name):
 @pytest.mark.parametrize(
     ("overrides", "lean"),
     [
-        ([], {"checkpoint": [], "mask_head_chunk": None}),
-        (["+experiment=quickstart"], {"checkpoint": [], "mask_head_chunk": None}),
-        (["trainer=gpu"], {"checkpoint": LEAN["model.lean.checkpoint"], "mask_head_chunk": 1}),
-        (["trainer=gpu", "model/lean=none"], {"checkpoint": [], "mask_head_chunk": None}),
+        ([], PLAIN),
+        (["+experiment=quickstart"], PLAIN),
+        (["trainer=gpu"], {k.removeprefix("model.lean."): v for k, v in LEAN.items()}),
+        (["trainer=gpu", "model/lean=none"], PLAIN),
     ],
 )
 def test_trainer_gpu_turns_the_lean_settings_on(overrides, lean):
