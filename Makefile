@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export OMP_NUM_THREADS ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-slow lint format ablations ablations-cpu ablations-cpu-core0 ablations-cpu-core1 paper-small-start bench data clean
+.PHONY: help install train test test-slow lint format ablations ablations-cpu paper-small-start bench data clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -63,22 +63,9 @@ paper-small-start: $(PAPER_SMALL_START)  ## the start of preset=paper_small (as 
 $(PAPER_SMALL_START): $(STAMP)
 	$(PY) -m vistr_lit.train +experiment=paper_small_start hydra.run.dir=outputs/starts/paper_small
 
-# The CPU table's 15 runs as two sweeps side by side, one core each (12 runs at T = 8 and 3 at T = 4 split
-# evenly): ~1.25x faster than one sweep at 2 threads. `make ablations-cpu CPU_SWEEP=DIR` picks the folder.
-CPU_SWEEP := multirun/ablations-cpu-$(shell date +%Y-%m-%d_%H-%M-%S)
-PAPER_SMALL := preset=paper_small num_threads=1
-
 ablations-cpu: $(STAMP) $(PAPER_SMALL_START)  ## the paper-shaped CPU table: baseline + 4 ablations x 3 seeds at preset=paper_small
-	$(MAKE) -j2 --no-print-directory ablations-cpu-core0 ablations-cpu-core1 CPU_SWEEP=$(CPU_SWEEP)
-	$(PY) scripts/ablation_table.py $(CPU_SWEEP)/a $(CPU_SWEEP)/b $(CPU_SWEEP)/c $(CPU_SWEEP)/d
-
-ablations-cpu-core0:
-	$(PY) -m vistr_lit.train --multirun '+experiment=ablate_baseline,ablate_perframe_match' seed=1,2,3 $(PAPER_SMALL) hydra.sweep.dir=$(CPU_SWEEP)/a
-	$(PY) -m vistr_lit.train --multirun '+experiment=ablate_clip18' seed=1,2 $(PAPER_SMALL) hydra.sweep.dir=$(CPU_SWEEP)/c
-
-ablations-cpu-core1:
-	$(PY) -m vistr_lit.train --multirun '+experiment=ablate_enc3,ablate_mask_concat' seed=1,2,3 $(PAPER_SMALL) hydra.sweep.dir=$(CPU_SWEEP)/b
-	$(PY) -m vistr_lit.train --multirun '+experiment=ablate_clip18' seed=3 $(PAPER_SMALL) hydra.sweep.dir=$(CPU_SWEEP)/d
+	$(PY) -m vistr_lit.train --multirun '+experiment=glob(ablate_*)' preset=paper_small seed=1,2,3
+	$(PY) scripts/ablation_table.py multirun
 
 bench: $(STAMP)  ## all benchmarks (CPU); the measured figures are in docs/benchmarks.md
 	$(PY) scripts/bench_data.py
