@@ -10,6 +10,7 @@ from omegaconf import OmegaConf
 
 from vistr_lit.models import Backbone, Transformer, VisTR, build_vistr
 from vistr_lit.models.build import (
+    ATTENTION_MAPS,
     BACKBONE_KEYWORDS,
     NETWORK_KEYWORDS,
     PAPER_MASK_KEYWORDS,
@@ -37,6 +38,9 @@ def constructor_default(key: str, mask_head=VisTR):
         return defaults(Backbone)[BACKBONE_KEYWORDS[key]]
     if key in TRANSFORMER_KEYWORDS:
         return defaults(Transformer)[TRANSFORMER_KEYWORDS[key]]
+    if key == "attention_map_scale" and mask_head is VisTR:  # the name of VisTR's default maps
+        (name,) = [n for n, cls in ATTENTION_MAPS.items() if cls is defaults(VisTR)["attention_map"]]
+        return name
     if key in (*NETWORK_KEYWORDS, "num_instances") or (mask_head is VisTR and key in PAPER_MASK_KEYWORDS):
         return defaults(VisTR)[key]
     return defaults(mask_head)[key]

@@ -8,8 +8,10 @@ import torchvision
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
+from vistr_lit.models import build_vistr
 from vistr_lit.models.backbone import Backbone
 from vistr_lit.models.backbone import FrozenBatchNorm2d as FrozenBatchNorm2dOurs
+from vistr_lit.models.extensions.cell_scaled_maps import CellScaledAttentionMap
 from vistr_lit.models.extensions.pixel_decoder import PixelDecoder
 from vistr_lit.models.mask_head import InstanceSequenceHead, MHAttentionMap, TimePaddedConv3d
 from vistr_lit.models.padding import masked_group_norm, size_mask, valid_sizes
@@ -210,15 +212,15 @@ def test_attention_maps_normalize_over_heads_and_valid_pixels():
 def test_cell_scaled_attention_maps_are_the_original_times_the_valid_cells():
     torch.manual_seed(0)
     original = MHAttentionMap(16, 16, 4)
-    scaled = MHAttentionMap(16, 16, 4, scale="cells")
+    scaled = CellScaledAttentionMap(16, 16, 4)
     scaled.load_state_dict(original.state_dict())
     mask = size_mask(torch.tensor([[2, 3], [4, 5]]), 4, 5)  # 6 and 20 valid cells
     q, k = torch.randn(2, 3, 16), torch.randn(2, 16, 4, 5)
     cells = torch.tensor([6.0, 20.0])[:, None, None, None, None]
     torch.testing.assert_close(scaled(q, k, mask), original(q, k, mask) * cells)
     torch.testing.assert_close(scaled(q, k).sum(dim=(2, 3, 4)), torch.full((2, 3), 20.0))
-    with pytest.raises(ValueError, match="attention_map_scale"):
-        MHAttentionMap(16, 16, 4, scale="sqrt")
+    with pytest.raises(ValueError, match="attention_map_scale must be one of"):
+        build_vistr(3, 2, 2, backbone="resnet10", hidden_dim=48, nheads=4, attention_map_scale="sqrt")
 
 
 def test_pretrained_backbone_loads_torchvision_weights_from_the_hub_cache(tmp_path, monkeypatch):

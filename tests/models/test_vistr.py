@@ -7,6 +7,8 @@ import torch
 from vistr_cases import TINY, pad_batch, predict_padded_and_alone, tiny_vistr
 
 from vistr_lit.models import build_vistr
+from vistr_lit.models.extensions.cell_scaled_maps import CellScaledAttentionMap
+from vistr_lit.models.mask_head import MHAttentionMap
 
 # The original R50 model with its 41 classes (ids 1..40 + an unused index 0), T = 36, N = 10.
 ORIGINAL_R50_PARAMS = 57_116_129
@@ -255,7 +257,8 @@ def test_mask_queries_are_frame_major():
 
 def test_attention_map_scale_reaches_the_mask_branch_and_changes_the_masks():
     original, scaled = tiny_vistr(), tiny_vistr(attention_map_scale="cells")
-    assert (original.bbox_attention.scale, scaled.bbox_attention.scale) == ("none", "cells")
+    assert type(original.bbox_attention) is MHAttentionMap
+    assert type(scaled.bbox_attention) is CellScaledAttentionMap
     scaled.load_state_dict(original.state_dict())  # no new parameters
     frames = torch.randn(1, 3, 3, 48, 64)
     with torch.no_grad():

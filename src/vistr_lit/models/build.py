@@ -3,14 +3,19 @@
 from functools import partial
 
 from vistr_lit.models.backbone import Backbone
+from vistr_lit.models.extensions.cell_scaled_maps import CellScaledAttentionMap
 from vistr_lit.models.extensions.dot_product import OPTIONS as DOT_PRODUCT_OPTIONS
 from vistr_lit.models.extensions.dot_product import DotProductMaskHead, upgrade_legacy_keys
+from vistr_lit.models.mask_head import MHAttentionMap
 from vistr_lit.models.postprocess import MASK_STRIDE as PAPER_MASK_STRIDE
 from vistr_lit.models.transformer import Transformer
 from vistr_lit.models.vistr import MASK_FUSIONS, NUM_INSTANCES, VisTR
 
 # mask heads beside the paper's, by ``mask_fusion`` name
 MASK_EXTENSIONS = {"dot_product": DotProductMaskHead}
+# the paper's head's attention maps, by ``attention_map_scale``
+ATTENTION_MAPS = {"none": MHAttentionMap, "cells": CellScaledAttentionMap}
+ATTENTION_MAP_SCALES = tuple(ATTENTION_MAPS)
 # build_vistr's keywords -> the argument they set; every default lives in that constructor
 BACKBONE_KEYWORDS = {
     "backbone": "name",
@@ -73,6 +78,11 @@ def build_vistr(num_classes: int, num_frames: int, num_instances: int = NUM_INST
         network_args["mask_extension"] = partial(MASK_EXTENSIONS[mask_fusion], **options)
     else:
         network_args.update({k: options.pop(k) for k in PAPER_MASK_KEYWORDS if k in options})
+        if "attention_map_scale" in network_args:  # else VisTR's default: the paper's maps
+            scale = network_args.pop("attention_map_scale")
+            if scale not in ATTENTION_MAPS:
+                raise ValueError(f"attention_map_scale must be one of {ATTENTION_MAP_SCALES}, got {scale!r}")
+            network_args["attention_map"] = ATTENTION_MAPS[scale]
         _refuse_extension_options(mask_fusion or MASK_FUSIONS[0], options)
     backbone, transformer = Backbone(**backbone_args), Transformer(**transformer_args)
     model = VisTR(backbone, transformer, num_classes, num_frames, num_instances, **network_args)

@@ -69,26 +69,18 @@ class TimePaddedConv3d(nn.Conv3d):
         return super().forward(x)
 
 
-ATTENTION_MAP_SCALES = ("none", "cells")
-
-
 class MHAttentionMap(nn.Module):
     """Attention maps between each query and its frame's encoder memory (no values, no output projection).
 
-    As in DETR, the softmax runs jointly over heads × pixels.
+    As in DETR, the softmax runs jointly over heads × pixels, so each query's maps sum to 1 (~1/(heads·h·w) a
+    cell). ``models/extensions/cell_scaled_maps.py`` rescales them.
 
     Args:
         query_dim: C of the queries; hidden_dim: C of the projections; num_heads: maps per query.
-        scale: ``"none"`` (the original: maps sum to 1, ~1/(heads·h·w) per cell, small beside the memory
-            features they are concatenated with) or ``"cells"`` (maps times the frame's number of valid cells:
-            mean 1/heads per cell, whatever the feature-map size).
     """
 
-    def __init__(self, query_dim: int, hidden_dim: int, num_heads: int, scale: str = "none") -> None:
+    def __init__(self, query_dim: int, hidden_dim: int, num_heads: int) -> None:
         super().__init__()
-        if scale not in ATTENTION_MAP_SCALES:
-            raise ValueError(f"attention_map_scale must be one of {ATTENTION_MAP_SCALES}, got {scale!r}")
-        self.scale = scale
         self.num_heads = num_heads
         self.q_linear = nn.Linear(query_dim, hidden_dim)
         self.k_linear = nn.Linear(query_dim, hidden_dim)
@@ -102,8 +94,7 @@ class MHAttentionMap(nn.Module):
             q: ``[B', N, C]`` the N queries of each frame; k: ``[B', C, h, w]`` that frame's memory.
             mask: bool ``[B', h, w]``, True on padding, or None.
         Returns:
-            ``[B', N, heads, h, w]`` attention weights; each query's maps sum to 1 over heads × pixels
-            (with ``scale="cells"``: to the frame's number of valid cells).
+            ``[B', N, heads, h, w]`` attention weights; each query's maps sum to 1 over heads × pixels.
         """
         q = self.q_linear(q)
         k = F.conv2d(k, self.k_linear.weight[..., None, None], self.k_linear.bias)
@@ -112,11 +103,7 @@ class MHAttentionMap(nn.Module):
         weights = torch.einsum("bqnc,bnchw->bqnhw", qh * self.normalize_fact, kh)
         if mask is not None:
             weights = weights.masked_fill(mask[:, None, None], float("-inf"))
-        weights = weights.flatten(2).softmax(dim=-1).view_as(weights)
-        if self.scale == "cells":  # times the valid cells of each frame: B' x 1 x 1 x 1 x 1
-            valid = torch.ones_like(weights[:, :1, :1]) if mask is None else (~mask)[:, None, None]
-            weights = weights * valid.sum(dim=(-2, -1), keepdim=True).to(weights.dtype)
-        return weights
+        return weights.flatten(2).softmax(dim=-1).view_as(weights)
 
 
 class MaskHeadSmallConv(nn.Module):

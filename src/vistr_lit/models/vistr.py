@@ -54,9 +54,9 @@ class VisTR(nn.Module):
         mask_dim: width that sets the mask head's channels (``mask_dim/2 .. mask_dim/16``, then
             ``mask_dim/32`` across time); None = the transformer width C, as the original (C = 384). A small
             transformer keeps a usable mask head by setting it apart.
-        attention_map_scale: ``"none"`` (the paper) or ``"cells"``: the attention maps times the number of
-            valid memory cells, so the instance signal is not ~1/(h·w) beside the memory features
-            (``MHAttentionMap``).
+        attention_map: builder of the query/memory attention maps of ``mask_fusion="attention"``, called
+            with (query C, projection C, heads): the paper's ``MHAttentionMap``, or one from
+            ``models/extensions`` (e.g. ``CellScaledAttentionMap``).
         mask_extension: a builder of a mask head beside the paper's (``models/extensions``), called with
             the network's ``hidden_dim``, ``num_classes``, ``num_frames``, ``num_instances`` and the
             backbone's ``feature_channels``, ``feature_strides``, ``stem_channels`` where the paper's mask
@@ -77,7 +77,7 @@ class VisTR(nn.Module):
         temporal_fusion: str = "conv3d",
         mask_deformable: bool = True,
         mask_dim: int | None = None,
-        attention_map_scale: str = "none",
+        attention_map: Callable[[int, int, int], MHAttentionMap] = MHAttentionMap,
         mask_extension: Callable[[], MaskExtension] | None = None,
     ) -> None:
         super().__init__()
@@ -124,7 +124,7 @@ class VisTR(nn.Module):
             return
         # the paper's mask branch: attention maps, an FPN head per (frame, instance), a 3-D head per instance
         if mask_fusion == "attention":
-            self.bbox_attention = MHAttentionMap(hidden_dim, hidden_dim, nheads, attention_map_scale)
+            self.bbox_attention = attention_map(hidden_dim, hidden_dim, nheads)
         mask_in = hidden_dim + nheads if mask_fusion == "attention" else 2 * hidden_dim
         fpn_dims = backbone.num_channels[2::-1]  # layer3, layer2, layer1
         self.mask_head = MaskHeadSmallConv(
