@@ -35,11 +35,15 @@ class FrozenBatchNorm2d(TorchvisionFrozenBatchNorm2d):
     values bit for bit.
     """
 
+    def affine(self) -> tuple[Tensor, Tensor]:
+        """The frozen ``(scale, shift)``, each ``[C]`` in float32: the norm is ``x · scale + shift``."""
+        scale = self.weight * (self.running_var + self.eps).rsqrt()
+        return scale, self.bias - self.running_mean * scale
+
     def forward(self, x: Tensor) -> Tensor:
         """``[B, C, H, W]`` -> ``[B, C, H, W]`` in ``x``'s dtype."""
-        scale = self.weight * (self.running_var + self.eps).rsqrt()
-        bias = self.bias - self.running_mean * scale
-        return x * scale.to(x.dtype)[:, None, None] + bias.to(x.dtype)[:, None, None]
+        scale, shift = self.affine()
+        return x * scale.to(x.dtype)[:, None, None] + shift.to(x.dtype)[:, None, None]
 
 
 # "frozen": FrozenBatchNorm2d (the original; right for pretrained weights). "batch": trainable BatchNorm2d,

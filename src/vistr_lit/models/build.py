@@ -15,7 +15,6 @@ from vistr_lit.models.vistr import MASK_FUSIONS, NUM_INSTANCES, VisTR
 MASK_EXTENSIONS = {"dot_product": DotProductMaskHead}
 # the paper's head's attention maps, by ``attention_map_scale``
 ATTENTION_MAPS = {"none": MHAttentionMap, "cells": CellScaledAttentionMap}
-ATTENTION_MAP_SCALES = tuple(ATTENTION_MAPS)
 # build_vistr's keywords -> the argument they set; every default lives in that constructor
 BACKBONE_KEYWORDS = {
     "backbone": "name",
@@ -81,7 +80,7 @@ def build_vistr(num_classes: int, num_frames: int, num_instances: int = NUM_INST
         if "attention_map_scale" in network_args:  # else VisTR's default: the paper's maps
             scale = network_args.pop("attention_map_scale")
             if scale not in ATTENTION_MAPS:
-                raise ValueError(f"attention_map_scale must be one of {ATTENTION_MAP_SCALES}, got {scale!r}")
+                raise ValueError(f"attention_map_scale must be one of {tuple(ATTENTION_MAPS)}, got {scale!r}")
             network_args["attention_map"] = ATTENTION_MAPS[scale]
         _refuse_extension_options(mask_fusion or MASK_FUSIONS[0], options)
     backbone, transformer = Backbone(**backbone_args), Transformer(**transformer_args)

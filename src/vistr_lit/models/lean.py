@@ -1,6 +1,7 @@
 """Memory and speed at paper scale, applied to a built ``VisTR`` without changing what it computes.
 
-Two strategies, both exact (the same outputs and gradients; dropout replays its random numbers):
+Three strategies. The first two are exact (the same outputs and gradients; dropout replays its random
+numbers); the third is exact up to float rounding:
 
 - **Activation checkpointing** (``torch.utils.checkpoint``, non-reentrant) of the backbone's blocks, the
   encoder layers and the mask head: their inner activations are not kept for the backward pass but
@@ -32,8 +33,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 from torchvision.models.resnet import Bottleneck
-from torchvision.ops.misc import FrozenBatchNorm2d
 
+from vistr_lit.models.backbone import LEVELS, FrozenBatchNorm2d
 from vistr_lit.models.vistr import VisTR
 
 CHECKPOINT_PARTS = ("backbone", "encoder", "mask_head")
@@ -78,7 +79,7 @@ def _conv_bn_pairs(body: nn.Module) -> list[tuple[nn.Conv2d, nn.Module]]:
     """(convolution, the batch norm right after it) in a torchvision ResNet: the stem, every block's convs and
     its downsample."""
     pairs = [(body.conv1, body.bn1)]
-    for level in ("layer1", "layer2", "layer3", "layer4"):
+    for level in LEVELS:
         for block in getattr(body, level):
             count = 3 if isinstance(block, Bottleneck) else 2
             pairs += [(getattr(block, f"conv{i}"), getattr(block, f"bn{i}")) for i in range(1, count + 1)]
@@ -89,8 +90,7 @@ def _conv_bn_pairs(body: nn.Module) -> list[tuple[nn.Conv2d, nn.Module]]:
 
 def _folded_conv(conv: nn.Conv2d, norm: FrozenBatchNorm2d, x: Tensor) -> Tensor:
     """``norm(conv(x))`` as one convolution with the frozen scale in its weights and the shift as its bias."""
-    scale = norm.weight * (norm.running_var + norm.eps).rsqrt()
-    shift = norm.bias - norm.running_mean * scale
+    scale, shift = norm.affine()
     if conv.bias is not None:
         shift = shift + conv.bias * scale
     weight = conv.weight * scale[:, None, None, None]
