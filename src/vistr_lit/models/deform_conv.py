@@ -8,7 +8,8 @@ sampling grid) and the sum is one matrix product; torchvision's CPU kernel loops
 
 The sampled columns ``[R, C, K, h, w]`` are K times the input (K taps); they are made and consumed a chunk
 of rows at a time and, when autograd records, recomputed in backward (``torch.utils.checkpoint``) instead of
-kept, as torchvision's kernel recomputes its im2col columns. Tensor shapes follow torchvision's
+kept, as torchvision's kernel recomputes its im2col columns. A chunk is small enough for its columns to stay
+in the CPU's caches between being sampled and being summed (one (frame, instance) pair of the paper's size). Tensor shapes follow torchvision's
 ``deform_conv2d``.
 """
 
@@ -18,7 +19,7 @@ import torchvision
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
-DEFAULT_CHUNK_ELEMENTS = 2**25  # sampled values a chunk holds: 128 MiB of float32 columns
+DEFAULT_CHUNK_ELEMENTS = 2**21  # sampled values a chunk holds: 8 MiB of float32, within a CPU core's caches
 
 
 def _pair(value: int | tuple[int, int]) -> tuple[int, int]:
@@ -124,12 +125,15 @@ def deform_conv2d(
             f"kernel needs {2 * k_h * k_w}"
         )
     stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
-    per_row = x.shape[1] * k_h * k_w * offset.shape[-2] * offset.shape[-1]
+    sampled_channels = min(weight.shape[0], x.shape[1])  # see _deform_rows
+    per_row = sampled_channels * k_h * k_w * offset.shape[-2] * offset.shape[-1]
     rows = max(1, chunk_elements // max(per_row, 1))
     recompute = torch.is_grad_enabled() and (x.requires_grad or offset.requires_grad or weight.requires_grad)
     outputs = []
-    for start in range(0, x.shape[0], rows):
-        args = (x[start : start + rows], offset[start : start + rows], weight, stride, padding, dilation)
+    # split, not slices: the backward of a split concatenates the chunks' gradients once, where each slice's
+    # backward would write its chunk into a zero gradient of the whole input
+    for x_rows, offset_rows in zip(x.split(rows), offset.split(rows)):
+        args = (x_rows, offset_rows, weight, stride, padding, dilation)
         if recompute:
             outputs.append(checkpoint(_deform_rows, *args, use_reentrant=False))
         else:
