@@ -53,6 +53,9 @@ LEAN_VARIANTS = {
     "lean": (LEAN_ALL, "fp32"),
     "lean+bf16": (LEAN_ALL, "bf16"),
 }
+# modules whose work the model calls through methods other than forward (the paper's mask head is called per
+# frame, then per instance chunk)
+METHODS = {"mask_head": ("frame_features", "instance_features")}
 TORCHVISION_DCN_VARIANTS = {"plain-tvdcn"}
 KIB = 1024
 
@@ -82,7 +85,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 class ModuleTimer:
-    """Inclusive wall time of named submodules, via forward pre/post hooks (synchronizing on CUDA)."""
+    """Inclusive wall time of named submodules, via forward pre/post hooks and the ``METHODS`` they are
+    called through (synchronizing on CUDA)."""
 
     def __init__(self, model: torch.nn.Module, names: tuple[str, ...], device: torch.device) -> None:
         self.totals = {name: 0.0 for name in names}
@@ -94,6 +98,8 @@ class ModuleTimer:
                 continue
             modules[name].register_forward_pre_hook(self._start(name))
             modules[name].register_forward_hook(self._stop(name))
+            for method in METHODS.get(name, ()):
+                setattr(modules[name], method, self._timed(name, getattr(modules[name], method)))
 
     def _start(self, name):
         def hook(module, args):
@@ -101,6 +107,17 @@ class ModuleTimer:
             self.starts[name] = time.perf_counter()
 
         return hook
+
+    def _timed(self, name, method):
+        def timed(*args, **kwargs):
+            self.sync()
+            start = time.perf_counter()
+            out = method(*args, **kwargs)
+            self.sync()
+            self.totals[name] += time.perf_counter() - start
+            return out
+
+        return timed
 
     def _stop(self, name):
         def hook(module, args, output):

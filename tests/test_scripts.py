@@ -115,3 +115,4 @@ def test_bench_model_variant_runs_the_chunked_mask_head(capsys):
     bench.main([*tiny, *sizes, *layers, "--variant", "chunk-2", "--json"])
     row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert row["dtype"] == "chunk-2" and row["pred_masks"] == [1, 6, 12, 16]
+    assert row["modules_s"]["mask_head"] > 0  # timed through frame_features and instance_features

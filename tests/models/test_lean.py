@@ -107,6 +107,26 @@ def test_lean_options_leave_outputs_and_gradients_equal(backbone, lean):
     assert (other["pred_logits"] - out_plain["pred_logits"]).abs().max() > 1e-4
 
 
+@pytest.mark.parametrize("chunk", [None, 1])
+def test_instance_chunks_run_the_mask_heads_frame_work_once(chunk):
+    """The adapters and lay1's memory part run per frame, not per chunk (it would be N times the work)."""
+    model = apply_lean(tiny_vistr(), mask_head_chunk=chunk, checkpoint=["mask_head"]).train()
+    calls = {"adapters": 0, "instance": 0}
+    head = model.mask_head
+    head.adapter1.register_forward_hook(lambda *_: calls.__setitem__("adapters", calls["adapters"] + 1))
+    instance_features = head.instance_features
+
+    def counted(*args, **kwargs):
+        calls["instance"] += 1
+        return instance_features(*args, **kwargs)
+
+    head.instance_features = counted
+    frames, pad_mask, _ = padded_batch()
+    model(frames, pad_mask)["pred_masks"].sum().backward()  # backward recomputes the chunks, not the frames
+    chunks = 1 if chunk is None else INSTANCES // chunk
+    assert calls == {"adapters": 1, "instance": 2 * chunks}
+
+
 @pytest.mark.parametrize("part", [*CHECKPOINT_PARTS, "all"])
 def test_checkpointing_keeps_fewer_activations_for_backward(part):
     plain = tiny_vistr()

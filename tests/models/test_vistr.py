@@ -231,11 +231,14 @@ class _IndexMaskHead(torch.nn.Module):
         super().__init__()
         self.num_frames, self.num_instances = num_frames, num_instances
 
-    def forward(self, memory, instance, fpns, sizes, num_instances):
+    def frame_features(self, memory, fpns, sizes):
+        return fpns[-1]
+
+    def instance_features(self, frames, instance, sizes, num_instances):
         rows = torch.arange(instance.shape[0])
         t = (rows // self.num_instances) % self.num_frames
         value = (100 * t + rows % self.num_instances).float()
-        return value[:, None, None, None].expand(-1, 2, *fpns[-1].shape[-2:])
+        return value[:, None, None, None].expand(-1, 2, *frames.shape[-2:])
 
 
 class _FirstChannel(torch.nn.Module):

@@ -9,8 +9,8 @@ sampling grid) and the sum is one matrix product; torchvision's CPU kernel loops
 The sampled columns ``[R, C, K, h, w]`` are K times the input (K taps); they are made and consumed a chunk
 of rows at a time and, when autograd records, recomputed in backward (``torch.utils.checkpoint``) instead of
 kept, as torchvision's kernel recomputes its im2col columns. A chunk is small enough for its columns to stay
-in the CPU's caches between being sampled and being summed (one (frame, instance) pair of the paper's size). Tensor shapes follow torchvision's
-``deform_conv2d``.
+in the CPU's caches between being sampled and being summed (one (frame, instance) pair of the paper's size).
+Tensor shapes follow torchvision's ``deform_conv2d``.
 """
 
 import torch

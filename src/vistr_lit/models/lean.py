@@ -9,7 +9,8 @@ numbers); the third is exact up to float rounding:
 - **Instance chunks of the mask head**: the paper's mask branch (query attention maps
   ``[B·T·N, heads, h, w]``, the FPN-style head at the layer1 stride and the 3-D head) runs on every
   (frame, instance) pair; here it runs on ``mask_head_chunk`` instance slots at a time, so the peak holds
-  one chunk's activations. With checkpointing, backward recomputes one chunk at a time too.
+  one chunk's activations. The head's per-frame work (``MaskHeadSmallConv.frame_features``) runs once,
+  shared by the chunks. With checkpointing, backward recomputes one chunk at a time too.
 
 - **Frozen batch norm folded into its convolution**: ``conv(x, w) · s + t`` computed as
   ``conv(x, w · s) + t`` (``s``, ``t`` the frozen scale and shift), the fold redone at every call from the
@@ -55,13 +56,14 @@ def _instance_chunks(
     queries: Tensor,
     *args,
 ) -> Tensor:
-    """``VisTR._predict_masks`` over instance chunks.
+    """``VisTR._predict_instance_masks`` over instance chunks.
 
     Args:
-        predict: the model's own ``_predict_masks``.
+        predict: the model's own ``_predict_instance_masks``.
         num_frames: T; chunk: instance slots a call (None: all N in one call).
         recompute: checkpoint each call.
-        queries: ``[B, T·N, C]`` (query ``t·N + i``); ``args``: the rest of ``_predict_masks``'s arguments.
+        queries: ``[B, T·N, C]`` (query ``t·N + i``); ``args``: the rest of ``_predict_instance_masks``'s
+            arguments (the frames' shared work, computed once).
     Returns:
         ``[B, T·N, h_1, w_1]`` mask logits, as one call over all N slots.
     """
@@ -151,8 +153,8 @@ def apply_lean(
             layer.forward = partial(_checkpointed, layer.forward)
     if paper_head and ("mask_head" in checkpoint or mask_head_chunk is not None):
         recompute = "mask_head" in checkpoint
-        model._predict_masks = partial(
-            _instance_chunks, model._predict_masks, model.num_frames, mask_head_chunk, recompute
+        model._predict_instance_masks = partial(
+            _instance_chunks, model._predict_instance_masks, model.num_frames, mask_head_chunk, recompute
         )
     elif "mask_head" in checkpoint:  # the dot-product head: one checkpoint around its per-frame pixel decoder
         decoder = model.mask_extension.pixel_decoder

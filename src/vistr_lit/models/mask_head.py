@@ -9,6 +9,7 @@ temporal head works at ``C/32``.
 
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -106,6 +107,13 @@ class MHAttentionMap(nn.Module):
         return weights.flatten(2).softmax(dim=-1).view_as(weights)
 
 
+class FrameFeatures(NamedTuple):
+    """``MaskHeadSmallConv``'s per-frame work, shared by each frame's N instances."""
+
+    memory: Tensor  # [B·T, dim, h, w]: lay1 on the memory channels (with lay1's bias)
+    fpns: tuple[Tensor, ...]  # adapter1..3 on layer3, layer2, layer1: [B·T, C/2 | C/4 | C/8, h_l, w_l]
+
+
 class MaskHeadSmallConv(nn.Module):
     """FPN-style conv head ending in a deformable 3×3 convolution (VisTR's ``mask_head``).
 
@@ -154,6 +162,68 @@ class MaskHeadSmallConv(nn.Module):
         if self.conv_offset is not None:
             nn.init.zeros_(self.conv_offset.weight)  # offsets start at 0: the DCN begins as a plain conv
 
+    def frame_features(self, memory: Tensor, fpns: Sequence[Tensor], sizes: Tensor | None) -> FrameFeatures:
+        """The head's work on each frame, shared by the frame's N instances.
+
+        The head's input is ``cat([memory, instance])`` per pair (memory first, as the original); since
+        ``lay1`` is linear, its memory part is computed once per frame. The adapters see only frame features.
+
+        Args:
+            memory: ``[B·T, C, h, w]`` each frame's encoder memory at the layer4 stride.
+            fpns: layer3, layer2, layer1 features, each ``[B·T, C_l, h_l, w_l]``.
+            sizes: int64 ``[B, 2]`` valid (height, width) of each clip, or None (no padding).
+        """
+        clips = 1 if sizes is None else sizes.shape[0]
+        channels = memory.shape[1]
+        memory = F.conv2d(
+            zero_padding(memory, level_keep(memory, sizes, clips, self.strides[0])),
+            self.lay1.weight[:, :channels],
+            self.lay1.bias,
+            padding=self.lay1.padding,
+        )
+        adapters = (self.adapter1, self.adapter2, self.adapter3)
+        return FrameFeatures(memory, tuple(adapter(fpn) for adapter, fpn in zip(adapters, fpns)))
+
+    def instance_features(
+        self, frames: FrameFeatures, instance: Tensor, sizes: Tensor | None, num_instances: int
+    ) -> Tensor:
+        """Mask features of every (frame, instance) pair.
+
+        Args:
+            frames: ``frame_features`` of the B·T frames.
+            instance: ``[B·T·N, dim - C, h, w]`` per-instance maps (attention maps or broadcast embedding).
+            sizes: int64 ``[B, 2]`` valid (height, width) of each clip, or None (no padding).
+            num_instances: N.
+        Returns:
+            ``[B·T·N, C/16, h_1, w_1]`` mask features at the layer1 stride.
+        """
+        clips = 1 if sizes is None else sizes.shape[0]
+        weight = self.lay1.weight
+        own_weight = weight[:, weight.shape[1] - instance.shape[1] :]  # lay1's instance part (memory first)
+        k = level_keep(instance, sizes, clips, self.strides[0])
+        own = F.conv2d(zero_padding(instance, k), own_weight, None, padding=self.lay1.padding)
+        x = (frames.memory[:, None] + own.unflatten(0, (-1, num_instances))).flatten(
+            0, 1
+        )  # B·T·N x dim x h x w
+        x = F.relu(masked_group_norm(x, self.gn1, k))
+        x = F.relu(masked_group_norm(self.lay2(zero_padding(x, k)), self.gn2, k))
+        layers = ((self.lay3, self.gn3), (self.lay4, self.gn4), ())
+        for level, (fpn, ops) in enumerate(zip(frames.fpns, layers)):
+            factor = self.strides[level] // self.strides[level + 1]
+            # B·T·N x c x h x w -> B·T x N x c x h' x w' (nearest upsampling, cropped to the FPN size)
+            up = upsample_to(x, factor, fpn).unflatten(0, (-1, num_instances))
+            x = (up + fpn[:, None]).flatten(0, 1)
+            k = level_keep(x, sizes, clips, self.strides[level + 1])
+            if ops:
+                x = F.relu(masked_group_norm(ops[0](zero_padding(x, k)), ops[1], k))
+        if self.conv_offset is None:
+            x = self.dcn(zero_padding(x, k))
+        else:
+            offset = self.conv_offset(x)
+            x = zero_padding(x, k)
+            x = deform_conv2d(x, offset, self.dcn.weight, padding=self.dcn.padding).to(x.dtype)
+        return F.relu(masked_group_norm(x, self.gn5, k))
+
     def forward(
         self,
         memory: Tensor,
@@ -162,10 +232,7 @@ class MaskHeadSmallConv(nn.Module):
         sizes: Tensor | None,
         num_instances: int,
     ) -> Tensor:
-        """Mask features of every (frame, instance) pair.
-
-        The head's input is ``cat([memory, instance])`` per pair (memory first, as the original); since
-        ``lay1`` is linear, its memory part is computed once per frame and shared by the N instances.
+        """Mask features of every (frame, instance) pair: ``instance_features(frame_features(...), ...)``.
 
         Args:
             memory: ``[B·T, C, h, w]`` each frame's encoder memory at the layer4 stride.
@@ -176,41 +243,9 @@ class MaskHeadSmallConv(nn.Module):
         Returns:
             ``[B·T·N, C/16, h_1, w_1]`` mask features at the layer1 stride.
         """
-        clips = 1 if sizes is None else sizes.shape[0]
-
-        channels = memory.shape[1]
-        weight, padding = self.lay1.weight, self.lay1.padding
-        shared = F.conv2d(
-            zero_padding(memory, level_keep(memory, sizes, clips, self.strides[0])),
-            weight[:, :channels],
-            self.lay1.bias,
-            padding=padding,
+        return self.instance_features(
+            self.frame_features(memory, fpns, sizes), instance, sizes, num_instances
         )
-        k = level_keep(instance, sizes, clips, self.strides[0])
-        own = F.conv2d(zero_padding(instance, k), weight[:, channels:], None, padding=padding)
-        x = (shared[:, None] + own.unflatten(0, (-1, num_instances))).flatten(0, 1)  # B·T·N x dim x h x w
-        x = F.relu(masked_group_norm(x, self.gn1, k))
-        x = F.relu(masked_group_norm(self.lay2(zero_padding(x, k)), self.gn2, k))
-        layers = (
-            (self.adapter1, self.lay3, self.gn3),
-            (self.adapter2, self.lay4, self.gn4),
-            (self.adapter3,),
-        )
-        for level, (fpn, ops) in enumerate(zip(fpns, layers)):
-            factor = self.strides[level] // self.strides[level + 1]
-            # B·T·N x c x h x w -> B·T x N x c x h' x w' (nearest upsampling, cropped to the FPN size)
-            up = upsample_to(x, factor, fpn).unflatten(0, (-1, num_instances))
-            x = (up + ops[0](fpn)[:, None]).flatten(0, 1)
-            k = level_keep(x, sizes, clips, self.strides[level + 1])
-            if len(ops) > 1:
-                x = F.relu(masked_group_norm(ops[1](zero_padding(x, k)), ops[2], k))
-        if self.conv_offset is None:
-            x = self.dcn(zero_padding(x, k))
-        else:
-            offset = self.conv_offset(x)
-            x = zero_padding(x, k)
-            x = deform_conv2d(x, offset, self.dcn.weight, padding=self.dcn.padding).to(x.dtype)
-        return F.relu(masked_group_norm(x, self.gn5, k))
 
 
 class InstanceSequenceHead(nn.Sequential):

@@ -10,6 +10,7 @@ from vistr_lit.models.extensions.interface import MaskExtension, MaskInputs
 from vistr_lit.models.extensions.query_groups import QueryGroups
 from vistr_lit.models.mask_head import (
     TEMPORAL_FUSIONS,
+    FrameFeatures,
     InstanceSequenceHead,
     MaskHeadSmallConv,
     MHAttentionMap,
@@ -226,41 +227,62 @@ class VisTR(nn.Module):
         mask: Tensor | None,
         memory_size: tuple[int, int],
     ) -> Tensor:
-        """The paper's instance sequence segmentation.
+        """The paper's instance sequence segmentation: each frame's share, then every instance's masks.
 
         Args:
-            queries: ``[B, T·n, C]`` the last decoder layer's outputs (query ``t·n + i``): all N instance
-                slots, or any subset of n of them, since every slot's masks are computed independently of
-                the others' (``lean.py`` runs them in chunks).
+            queries: ``[B, T·N, C]`` the last decoder layer's outputs (query ``t·N + i``).
             memory: ``[B, T·h·w, C]`` the encoder memory; memory_size: (h, w).
             features: the backbone's layer1..layer4, each ``[B·T, C_l, h_l, w_l]``.
+            sizes: int64 ``[B, 2]`` valid sizes, or None; mask: bool ``[B, h, w]`` memory padding, or None.
+        Returns:
+            ``[B, T·N, h_1, w_1]`` mask logits at layer1's stride.
+        """
+        h, w = memory_size
+        # B x T·h·w x C -> B·T x C x h x w
+        frame_memory = memory.unflatten(1, (self.num_frames, h, w)).permute(0, 1, 4, 2, 3).flatten(0, 1)
+        fpns = [features[2], features[1], features[0]]
+        frames = self.mask_head.frame_features(frame_memory, fpns, sizes)
+        return self._predict_instance_masks(queries, frame_memory, frames, sizes, mask)
+
+    def _predict_instance_masks(
+        self,
+        queries: Tensor,
+        frame_memory: Tensor,
+        frames: FrameFeatures,
+        sizes: Tensor | None,
+        mask: Tensor | None,
+    ) -> Tensor:
+        """Mask logits of the instances ``queries``, given their frames' shared work.
+
+        Args:
+            queries: ``[B, T·n, C]`` all N instance slots, or any subset of n of them, since every slot's
+                masks are computed independently of the others' (``lean.py`` runs them in chunks).
+            frame_memory: ``[B·T, C, h, w]`` each frame's encoder memory.
+            frames: ``mask_head.frame_features`` of the B·T frames.
             sizes: int64 ``[B, 2]`` valid sizes, or None; mask: bool ``[B, h, w]`` memory padding, or None.
         Returns:
             ``[B, T·n, h_1, w_1]`` mask logits at layer1's stride.
         """
         batch, num_frames = queries.shape[0], self.num_frames
         n = queries.shape[1] // num_frames
-        h, w = memory_size
+        h, w = frame_memory.shape[-2:]
         frame_queries = queries.unflatten(1, (num_frames, n)).flatten(0, 1)  # B·T x n x C
-        # B x T·h·w x C -> B·T x C x h x w
-        frame_memory = memory.unflatten(1, (num_frames, h, w)).permute(0, 1, 4, 2, 3).flatten(0, 1)
-        fpns = [features[2], features[1], features[0]]
         if self.bbox_attention is not None:
             frame_mask = None if mask is None else mask.repeat_interleave(num_frames, dim=0)
-            maps = self.bbox_attention(frame_queries, frame_memory, frame_mask)  # B·T x N x heads x h x w
+            maps = self.bbox_attention(frame_queries, frame_memory, frame_mask)  # B·T x n x heads x h x w
         else:
-            maps = frame_queries[..., None, None].expand(-1, -1, -1, h, w)  # B·T x N x C x h x w
-        # B·T·N x c x h_1 x w_1
-        mask_features = self.mask_head(
-            frame_memory, maps.flatten(0, 1).to(frame_memory.dtype), fpns, sizes, n
+            maps = frame_queries[..., None, None].expand(-1, -1, -1, h, w)  # B·T x n x C x h x w
+        # B·T·n x c x h_1 x w_1
+        mask_features = self.mask_head.instance_features(
+            frames, maps.flatten(0, 1).to(frame_memory.dtype), sizes, n
         )
-        # B·T·N x c x h_1 x w_1 -> B·N x c x T x h_1 x w_1
+        # B·T·n x c x h_1 x w_1 -> B·n x c x T x h_1 x w_1
         sequences = mask_features.unflatten(0, (batch, num_frames, n)).permute(0, 2, 3, 1, 4, 5).flatten(0, 1)
         h1, w1 = sequences.shape[-2:]
         level_sizes = None if sizes is None else downscale(sizes, self.backbone.strides[0])
         keep = keep_mask(level_sizes, h1, w1, n, sequences.dtype)
         logits = self.insmask_head(
             sequences, None if keep is None else keep[:, :, None]
-        )  # B·N x 1 x T x h_1 x w_1
-        # B·N x 1 x T x h_1 x w_1 -> B x T·N x h_1 x w_1
+        )  # B·n x 1 x T x h_1 x w_1
+        # B·n x 1 x T x h_1 x w_1 -> B x T·n x h_1 x w_1
         return logits[:, 0].unflatten(0, (batch, n)).transpose(1, 2).flatten(1, 2)
