@@ -50,6 +50,7 @@ LEAN_VARIANTS = {
     "chunk-1": (["model.lean.mask_head_chunk=1"], "fp32"),
     "ckpt-mask-head": (["model.lean.checkpoint=[mask_head]"], "fp32"),
     "ckpt-mask-head+chunk-1": (["model.lean.checkpoint=[mask_head]", "model.lean.mask_head_chunk=1"], "fp32"),
+    "fold": (["model.lean.fold_frozen_bn=true"], "fp32"),
     "lean": (["model/lean=all"], "fp32"),
     "lean+bf16": (["model/lean=all"], "bf16"),
 }

@@ -104,7 +104,16 @@ def test_bench_train_step_variant_times_a_lean_step_on_a_synthetic_clip(capsys):
     row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert row["variant"] == "lean" and row["lean"]["mask_head_chunk"] == 1
     assert row["lean"]["checkpoint"] == ["backbone", "encoder", "mask_head"]
+    assert row["lean"]["fold_frozen_bn"] is True
     assert row["peak_rss_mib"] >= row["rss_before_mib"] > 0 and row["forward_s"] > 0
+
+
+def test_bench_train_step_has_every_lean_option_alone():
+    """Each ``model.lean`` key has a row of its own, as the paper-size table shows them."""
+    variants = _load("bench_train_step").LEAN_VARIANTS
+    alone = {overrides[0].split("=")[0] for overrides, _ in variants.values() if len(overrides) == 1}
+    assert {"model.lean.checkpoint", "model.lean.mask_head_chunk", "model.lean.fold_frozen_bn"} <= alone
+    assert variants["fold"] == (["model.lean.fold_frozen_bn=true"], "fp32")
 
 
 def test_bench_model_variant_runs_the_chunked_mask_head(capsys):

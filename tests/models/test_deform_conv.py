@@ -4,7 +4,7 @@ import pytest
 import torch
 import torchvision
 
-from vistr_lit.models.deform_conv import deform_conv2d
+from vistr_lit.models.deform_conv import _chunked, deform_conv2d
 
 # (rows, channels in, height, width, channels out, stride, padding, dilation); fewer output than input
 # channels take the contract-then-sample path
@@ -54,6 +54,27 @@ def test_float32_within_rounding_and_no_graph_without_grad():
         out = deform_conv2d(x, offset, weight, padding=1)
     assert not out.requires_grad
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("needs", [(True, True, True), (True, False, False), (False, True, False)])
+def test_recomputed_backward_equals_keeping_the_columns_under_bf16_autocast(needs):
+    """Backward recomputes each chunk under the forward's autocast: the gradients are those of autograd keeping
+    every column (a float32 recompute would differ by bf16 rounding, ~1e-2)."""
+    tensors = [t.detach().float() for t in inputs(5, 8, 9, 11, 4, 1, 1, 1, offset_scale=0.7)[:3]]
+    for t, need in zip(tensors, needs):
+        t.requires_grad_(need)
+    geometry = (2, (1, 1), (1, 1), (1, 1))  # chunks of 2, 2 and 1 rows
+    wanted = [t for t in tensors if t.requires_grad]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        recomputed = deform_conv2d(*tensors, padding=1, chunk_elements=2 * 4 * 9 * 9 * 11)
+        kept = _chunked(*tensors, geometry)
+    torch.testing.assert_close(recomputed, kept, rtol=0, atol=0)
+    grad = torch.randn_like(kept)
+    for ours, theirs in zip(
+        torch.autograd.grad(recomputed, wanted, grad), torch.autograd.grad(kept, wanted, grad)
+    ):
+        assert ours.dtype == theirs.dtype
+        torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=1e-6)
 
 
 def test_zero_offsets_are_a_plain_convolution():

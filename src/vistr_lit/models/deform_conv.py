@@ -7,9 +7,9 @@ Here the sampling is ``F.grid_sample`` (vectorized CPU and CUDA kernels, autogra
 sampling grid) and the sum is one matrix product; torchvision's CPU kernel loops over pixels in scalar code.
 
 The sampled columns ``[R, C, K, h, w]`` are K times the input (K taps); they are made and consumed a chunk
-of rows at a time and, when autograd records, recomputed in backward (``torch.utils.checkpoint``) instead of
-kept, as torchvision's kernel recomputes its im2col columns. A chunk is small enough for its columns to stay
-in the CPU's caches between being sampled and being summed (one (frame, instance) pair of the paper's size).
+of rows at a time and, when autograd records, recomputed in backward instead of kept (``_RecomputedColumns``),
+as torchvision's kernel recomputes its im2col columns. A chunk is small enough for its columns to stay in the
+CPU's caches between being sampled and being summed (one (frame, instance) pair of the paper's size).
 Tensor shapes follow torchvision's ``deform_conv2d``.
 """
 
@@ -17,7 +17,6 @@ import torch
 import torch.nn.functional as F
 import torchvision
 from torch import Tensor
-from torch.utils.checkpoint import checkpoint
 
 DEFAULT_CHUNK_ELEMENTS = 2**21  # sampled values a chunk holds: 8 MiB of float32, within a CPU core's caches
 
@@ -87,6 +86,53 @@ def _deform_rows(
     return torch.matmul(weight.flatten(1), columns).unflatten(-1, (out_h, out_w))
 
 
+def _chunked(x: Tensor, offset: Tensor, weight: Tensor, geometry: tuple) -> Tensor:
+    """``_deform_rows`` a chunk of ``rows`` at a time; ``geometry``: (rows, stride, padding, dilation)."""
+    rows, *conv = geometry
+    outputs = [
+        _deform_rows(x_rows, off, weight, *conv) for x_rows, off in zip(x.split(rows), offset.split(rows))
+    ]
+    return torch.cat(outputs) if len(outputs) > 1 else outputs[0]
+
+
+class _RecomputedColumns(torch.autograd.Function):
+    """``_chunked`` keeping only its inputs: backward recomputes one chunk's columns at a time and writes that
+    chunk's input gradients into one gradient of the whole input (autograd's slices or splits would hold a
+    zero tensor of the whole input per chunk, or every chunk's gradient before one concatenation).
+    Backward runs under the forward's autocast state, so the recomputed columns equal the forward's."""
+
+    @staticmethod
+    @torch.amp.custom_fwd(device_type="cpu")
+    def forward(ctx, x: Tensor, offset: Tensor, weight: Tensor, geometry: tuple) -> Tensor:
+        ctx.save_for_backward(x, offset, weight)
+        ctx.geometry = geometry
+        return _chunked(x, offset, weight, geometry)
+
+    @staticmethod
+    @torch.amp.custom_bwd(device_type="cpu")
+    def backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, ...]:
+        x, offset, weight = ctx.saved_tensors
+        rows, *conv = ctx.geometry
+        needs = ctx.needs_input_grad[:3]
+        grads = [torch.zeros_like(t) if need else None for t, need in zip((x, offset, weight), needs)]
+        for start in range(0, x.shape[0], rows):
+            chunk = slice(start, start + rows)
+            with torch.enable_grad():
+                inputs = [
+                    t.detach().requires_grad_(need)
+                    for t, need in zip((x[chunk], offset[chunk], weight), needs)
+                ]
+                out = _deform_rows(*inputs, *conv)
+            wanted = [t for t, need in zip(inputs, needs) if need]
+            chunk_grads = iter(torch.autograd.grad(out, wanted, grad_out[chunk]))
+            for grad, need, is_weight in zip(grads, needs, (False, False, True)):
+                if need and is_weight:
+                    grad += next(chunk_grads)
+                elif need:
+                    grad[chunk] = next(chunk_grads)
+        return *grads, None
+
+
 def deform_conv2d(
     x: Tensor,
     offset: Tensor,
@@ -128,15 +174,9 @@ def deform_conv2d(
     sampled_channels = min(weight.shape[0], x.shape[1])  # see _deform_rows
     per_row = sampled_channels * k_h * k_w * offset.shape[-2] * offset.shape[-1]
     rows = max(1, chunk_elements // max(per_row, 1))
-    recompute = torch.is_grad_enabled() and (x.requires_grad or offset.requires_grad or weight.requires_grad)
-    outputs = []
-    # split, not slices: the backward of a split concatenates the chunks' gradients once, where each slice's
-    # backward would write its chunk into a zero gradient of the whole input
-    for x_rows, offset_rows in zip(x.split(rows), offset.split(rows)):
-        args = (x_rows, offset_rows, weight, stride, padding, dilation)
-        if recompute:
-            outputs.append(checkpoint(_deform_rows, *args, use_reentrant=False))
-        else:
-            outputs.append(_deform_rows(*args))
-    out = torch.cat(outputs) if len(outputs) > 1 else outputs[0]
+    geometry = (rows, stride, padding, dilation)
+    if torch.is_grad_enabled() and (x.requires_grad or offset.requires_grad or weight.requires_grad):
+        out = _RecomputedColumns.apply(x, offset, weight, geometry)
+    else:
+        out = _chunked(x, offset, weight, geometry)
     return out if bias is None else out + bias[:, None, None]
