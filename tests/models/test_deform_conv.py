@@ -58,8 +58,8 @@ def test_float32_within_rounding_and_no_graph_without_grad():
 
 @pytest.mark.parametrize("needs", [(True, True, True), (True, False, False), (False, True, False)])
 def test_recomputed_backward_equals_keeping_the_columns_under_bf16_autocast(needs):
-    """Backward recomputes each chunk under the forward's autocast: the gradients are those of autograd keeping
-    every column (a float32 recompute would differ by bf16 rounding, ~1e-2)."""
+    """Backward recomputes each chunk under the forward's autocast: the gradients are those of autograd
+    keeping every column (a float32 recompute would differ by bf16 rounding, ~1e-2)."""
     tensors = [t.detach().float() for t in inputs(5, 8, 9, 11, 4, 1, 1, 1, offset_scale=0.7)[:3]]
     for t, need in zip(tensors, needs):
         t.requires_grad_(need)
