@@ -166,7 +166,7 @@ class MaskHeadSmallConv(nn.Module):
         """The head's work on each frame, shared by the frame's N instances.
 
         The head's input is ``cat([memory, instance])`` per pair (memory first, as the original); since
-        ``lay1`` is linear, its memory part is computed once per frame. The adapters see only frame features.
+        ``lay1`` is linear, its memory part is computed once per frame. The FPN adapters see only frames too.
 
         Args:
             memory: ``[B·T, C, h, w]`` each frame's encoder memory at the layer4 stride.
@@ -202,10 +202,8 @@ class MaskHeadSmallConv(nn.Module):
         own_weight = weight[:, weight.shape[1] - instance.shape[1] :]  # lay1's instance part (memory first)
         k = level_keep(instance, sizes, clips, self.strides[0])
         own = F.conv2d(zero_padding(instance, k), own_weight, None, padding=self.lay1.padding)
-        x = (frames.memory[:, None] + own.unflatten(0, (-1, num_instances))).flatten(
-            0, 1
-        )  # B·T·N x dim x h x w
-        x = F.relu(masked_group_norm(x, self.gn1, k))
+        x = frames.memory[:, None] + own.unflatten(0, (-1, num_instances))  # B·T x N x dim x h x w
+        x = F.relu(masked_group_norm(x.flatten(0, 1), self.gn1, k))
         x = F.relu(masked_group_norm(self.lay2(zero_padding(x, k)), self.gn2, k))
         layers = ((self.lay3, self.gn3), (self.lay4, self.gn4), ())
         for level, (fpn, ops) in enumerate(zip(frames.fpns, layers)):
