@@ -31,6 +31,7 @@ CATEGORY_OFFSET = 100  # the custom set's category ids: synthvis's + 100 (not 1.
 ANN = "annotations.json"
 RECIPE = [f"data.train_ann={ANN}", "data.val_fraction=0.5"]  # 6 videos: 10 % would leave no validation
 TRAIN_STEPS = ["trainer.max_steps=2", "logger=none"]
+RECORD_FILES = ("config.yaml", "hydra.yaml", "overrides.yaml")  # Hydra's record of a run, in .hydra/
 SLOW = pytest.mark.slow  # a subprocess each: the same errors are asserted in-process elsewhere
 
 
@@ -147,11 +148,14 @@ def test_rerunning_into_a_run_directory_refuses_unless_resumed_or_overwrite(
     out = tmp_path / "run"
     shutil.copytree(trained, out)
     before = (out / "checkpoints" / "last.ckpt").read_bytes()
+    record = {name: (out / ".hydra" / name).read_text() for name in RECORD_FILES}
     with pytest.raises(RunExistsError, match="overwrite=true.*ckpt_path=last"):
         run_custom("train", "run", custom_root, tmp_path, synthvis_params, TRAIN_STEPS)
     assert (out / "checkpoints" / "last.ckpt").read_bytes() == before
+    assert {name: (out / ".hydra" / name).read_text() for name in RECORD_FILES} == record
     steps = ["trainer.max_steps=1", "logger=none", "final_eval=false", "overwrite=true"]
     run_custom("train", "run", custom_root, tmp_path, synthvis_params, steps)
+    assert "overwrite=true" in (out / ".hydra" / "overrides.yaml").read_text()  # this run's record now
     replaced = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert replaced["global_step"] == 1
     assert not (out / "metrics.json").exists()  # the earlier run's, removed: this run wrote none
@@ -269,6 +273,19 @@ def test_user_errors_print_one_line_without_a_traceback(tmp_path, custom_root, m
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and says.format(**fill) in last, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr and "weights_only" not in proc.stderr
+
+
+def test_a_refused_run_leaves_the_earlier_runs_hydra_record_alone(tmp_path):
+    """Hydra writes no ``.hydra/`` before the run claims its directory; a refused run writes nothing there."""
+    out = tmp_path / "out"
+    (out / ".hydra").mkdir(parents=True)
+    (out / "metrics.json").write_text('{"val/AP": 0.5}')
+    earlier = {name: f"the earlier run's {name}\n" for name in RECORD_FILES}
+    for name, text in earlier.items():
+        (out / ".hydra" / name).write_text(text)
+    proc = _cli("vistr_lit.train", ["preset=quickstart", "logger=none", f"hydra.run.dir={out}"], tmp_path)
+    assert proc.returncode == 1 and "holds an earlier run's results" in proc.stderr, proc.stderr[-3000:]
+    assert {name: (out / ".hydra" / name).read_text() for name in RECORD_FILES} == earlier
 
 
 def test_bugs_keep_their_traceback_and_the_debug_switch_shows_user_errors(monkeypatch):

@@ -33,7 +33,7 @@ from vistr_lit.checkpoints import (
 from vistr_lit.errors import exit_on_user_error
 from vistr_lit.evaluation import write_codalab_zip, write_results_json
 from vistr_lit.lit_module import VisTRLitModule
-from vistr_lit.outputs import claim_output_dir
+from vistr_lit.outputs import claim_output_dir, write_run_record
 from vistr_lit.train import (
     CONFIG_DIR,
     METRICS_FILE,
@@ -122,6 +122,7 @@ def run_evaluation(cfg: DictConfig, output_dir: Path, named: list[str] | None = 
         torch.set_num_threads(int(cfg.num_threads))
     if rank_zero_only.rank == 0:
         claim_output_dir(output_dir, (METRICS_FILE, RESULTS_FILE, CODALAB_FILE), overwrite=cfg.overwrite)
+        write_run_record(output_dir, cfg)
     checkpoint, _ = check_checkpoint(cfg.ckpt_path)
     apply_checkpoint_settings(cfg, checkpoint, named_keys() if named is None else named)
     del checkpoint

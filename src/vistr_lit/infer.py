@@ -43,7 +43,7 @@ from vistr_lit.inference import (
     write_visual_outputs,
 )
 from vistr_lit.models.postprocess import PostProcessVideo
-from vistr_lit.outputs import claim_output_dir
+from vistr_lit.outputs import claim_output_dir, write_run_record
 
 log = logging.getLogger(__name__)
 CONFIG_DIR = Path(__file__).resolve().parent / "conf"
@@ -142,6 +142,7 @@ def run_inference(cfg: DictConfig, output_dir: Path, named: list[str] | None = N
     if cfg.num_threads is not None:
         torch.set_num_threads(int(cfg.num_threads))
     claim_output_dir(output_dir, (RESULTS_FILE, VIDEOS_FILE), overwrite=cfg.overwrite, videos=True)
+    write_run_record(output_dir, cfg)
     checkpoint, _ = check_checkpoint(cfg.ckpt_path)
     chosen = settings_from_checkpoint(
         checkpoint, cfg, checkpoint_settings(cfg), named_keys() if named is None else named

@@ -5,6 +5,8 @@ Every entry point writes into Hydra's run directory, named with ``hydra.run.dir=
 holds an earlier run's results (checkpoints, ``metrics.json``, ``results.json``, overlays) stops with a
 :class:`RunExistsError` before doing anything, unless the user resumes (``train ... ckpt_path=last``) or
 says ``overwrite=true``: then the earlier results are removed first, so none is left beside the new ones.
+Only then is the run's Hydra record (``.hydra/``) written (:func:`write_run_record`): Hydra, which would write
+it before the run starts, is told not to (``hydra.output_subdir: null``), so a refused run changes nothing.
 Checkpoints are written atomically (:class:`AtomicCheckpointIO`), like every results file.
 """
 
@@ -14,12 +16,15 @@ import shutil
 from pathlib import Path
 
 import torch
+from hydra.core.hydra_config import HydraConfig
 from lightning.fabric.plugins import TorchCheckpointIO
+from omegaconf import DictConfig, OmegaConf
 
-from vistr_lit.atomic_files import atomic_path
+from vistr_lit.atomic_files import atomic_path, atomic_write
 from vistr_lit.errors import UserError
 
 CHECKPOINT_DIR = "checkpoints"
+RECORD_DIR = ".hydra"  # config.yaml (as composed), hydra.yaml, overrides.yaml: Hydra's own layout
 OVERLAY_STEM = "overlay"  # <video>/overlay.<mp4|gif> of infer
 PNG_DIR = "masks"  # <video>/masks/<frame>.png of infer
 
@@ -70,6 +75,20 @@ def claim_output_dir(
     for folder in {p.parent for p in found if p.parent != output_dir}:
         if folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()
+
+
+def write_run_record(output_dir: Path, cfg: DictConfig) -> None:
+    """Hydra's record of this run in ``output_dir/.hydra``, as Hydra writes it: ``config.yaml`` (``cfg`` as
+    composed), ``hydra.yaml`` and ``overrides.yaml`` (the command line's overrides). Call it once the
+    directory is this run's (after :func:`claim_output_dir`). Nothing is written outside a Hydra run."""
+    if not HydraConfig.initialized():
+        return
+    hydra_cfg = HydraConfig.get()
+    record = Path(output_dir) / RECORD_DIR
+    record.mkdir(parents=True, exist_ok=True)
+    atomic_write(record / "config.yaml", OmegaConf.to_yaml(cfg))
+    atomic_write(record / "hydra.yaml", OmegaConf.to_yaml({"hydra": hydra_cfg}))
+    atomic_write(record / "overrides.yaml", OmegaConf.to_yaml(hydra_cfg.overrides.task))
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

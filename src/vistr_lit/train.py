@@ -26,7 +26,7 @@ from vistr_lit.data.layout import DataError
 from vistr_lit.errors import exit_on_user_error
 from vistr_lit.lit_module import NonFiniteLossError, VisTRLitModule
 from vistr_lit.models.pretrained import Start, load_torchvision_file, resolve_start
-from vistr_lit.outputs import AtomicCheckpointIO, claim_output_dir
+from vistr_lit.outputs import AtomicCheckpointIO, claim_output_dir, write_run_record
 
 log = logging.getLogger(__name__)
 CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")
@@ -297,6 +297,8 @@ def run_training(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     if rank_zero_only.rank == 0:  # before anything is written (re-launched DDP ranks find the same)
         claim_output_dir(output_dir, (METRICS_FILE,), overwrite=cfg.overwrite, resume=resume)
     start = prepare_start(cfg)  # refuses, or fetches the weights, before any data is made or read
+    if rank_zero_only.rank == 0:  # the run goes ahead in this directory: Hydra's record of it
+        write_run_record(output_dir, cfg)
     if start is not None:
         log.info("start: %s", start.description)
     L.seed_everything(cfg.seed, workers=True)
