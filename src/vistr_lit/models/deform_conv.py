@@ -18,6 +18,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import Tensor
 
+_WEIGHT = 2  # the weight's place in (x, offset, weight), the inputs _RecomputedColumns differentiates
 DEFAULT_CHUNK_ELEMENTS = 2**21  # sampled values a chunk holds: 8 MiB of float32, within a CPU core's caches
 
 
@@ -87,7 +88,8 @@ def _deform_rows(
 
 
 def _chunked(x: Tensor, offset: Tensor, weight: Tensor, geometry: tuple) -> Tensor:
-    """``_deform_rows`` a chunk of ``rows`` at a time; ``geometry``: (rows, stride, padding, dilation)."""
+    """``_deform_rows`` a chunk of ``rows`` at a time: ``x`` ``[R, C_in, H, W]``, ``offset`` ``[R, 2K, h, w]``
+    -> ``[R, C_out, h, w]``; ``geometry``: (rows, stride, padding, dilation)."""
     rows, *conv = geometry
     outputs = [
         _deform_rows(x_rows, off, weight, *conv) for x_rows, off in zip(x.split(rows), offset.split(rows))
@@ -114,7 +116,11 @@ class _RecomputedColumns(torch.autograd.Function):
         x, offset, weight = ctx.saved_tensors
         rows, *conv = ctx.geometry
         needs = ctx.needs_input_grad[:3]
-        grads = [torch.zeros_like(t) if need else None for t, need in zip((x, offset, weight), needs)]
+        wanted = [i for i, need in enumerate(needs) if need]  # places in (x, offset, weight)
+        # every row of x's and offset's gradients is written by its chunk; the weight's sums over the chunks
+        grads: list[Tensor | None] = [None, None, None]
+        for i in wanted:
+            grads[i] = torch.zeros_like(weight) if i == _WEIGHT else torch.empty_like((x, offset)[i])
         for start in range(0, x.shape[0], rows):
             chunk = slice(start, start + rows)
             with torch.enable_grad():
@@ -123,13 +129,13 @@ class _RecomputedColumns(torch.autograd.Function):
                     for t, need in zip((x[chunk], offset[chunk], weight), needs)
                 ]
                 out = _deform_rows(*inputs, *conv)
-            wanted = [t for t, need in zip(inputs, needs) if need]
-            chunk_grads = iter(torch.autograd.grad(out, wanted, grad_out[chunk]))
-            for grad, need, is_weight in zip(grads, needs, (False, False, True)):
-                if need and is_weight:
-                    grad += next(chunk_grads)
-                elif need:
-                    grad[chunk] = next(chunk_grads)
+            for i, grad in zip(
+                wanted, torch.autograd.grad(out, [inputs[i] for i in wanted], grad_out[chunk])
+            ):
+                if i == _WEIGHT:
+                    grads[i] += grad
+                else:
+                    grads[i][chunk] = grad
         return *grads, None
 
 
